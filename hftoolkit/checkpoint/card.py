@@ -1,0 +1,62 @@
+"""The human side of a checkpoint folder: the model card and the loss-curve picture."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+
+def plot_loss_curve(log_history: list[dict], path: Path) -> None:
+    """Train and eval loss against optimizer step, as a PNG."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    train = [(h["step"], h["loss"]) for h in log_history if "loss" in h]
+    evals = [(h["step"], h["eval_loss"]) for h in log_history if "eval_loss" in h]
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for points, label, style in ((train, "train loss", "-"), (evals, "eval loss", "o-")):
+        if points:
+            ax.plot(*zip(*points), style, label=label)
+    ax.set_xlabel("optimizer step")
+    ax.set_ylabel("cross-entropy loss")
+    ax.grid(alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def model_card(recipe: dict, metrics: dict, task_class: str) -> str:
+    """README.md for the folder: what data, how trained, the numbers, how to load."""
+    data, training, model = recipe["data"], recipe["training"], recipe["model"]
+    base = model["name"] or f"new {model['from_scratch']['architecture']} (trained from scratch)"
+    lines = [
+        "---", "library_name: transformers", "tags: [hftoolkit]", "---", "",
+        f"# {Path(recipe['output']['dir']).name}", "",
+        recipe.get("description") or "Fine-tuned with hftoolkit.", "",
+        "## How it was made", "",
+        f"- Base model: {base}",
+        f"- Task: {model['task']}",
+        f"- Training data: `{data['train']}` (format: {data['format']}); validation: "
+        f"`{data['validation'] or str(data['validation_percent']) + '% split of the training data'}`",
+        f"- Epochs: {training['epochs']}, max steps: {training['max_steps']}, batch size: {training['batch_size']}"
+        f" x {training['gradient_accumulation']} accumulation, learning rate: {training['learning_rate']}",
+        f"- LoRA: {'r=%d, alpha=%d' % (training['lora']['r'], training['lora']['alpha']) if training['lora']['enabled'] else 'no (all weights trained)'}",
+        f"- Precision: {metrics.get('precision', training['precision'])}, seed: {training['seed']}",
+        "- Full settings: `recipe.yaml` in this folder.", "",
+        "## Metrics", "", "| metric | value |", "|---|---|",
+    ]
+    lines += [f"| {k} | {_fmt(v)} |" for k, v in metrics.items() if not isinstance(v, dict)]
+    lines += ["", "![loss curve](loss_curve.png)", "", "## How to load", "", "```python",
+              f"from transformers import {task_class}, AutoTokenizer",
+              'model = %s.from_pretrained("path/to/this/folder")' % task_class,
+              'tokenizer = AutoTokenizer.from_pretrained("path/to/this/folder")', "```", "",
+              "Packing/preprocessing statistics:", "", "```json",
+              json.dumps(metrics.get("preprocessing", {}), indent=2), "```", ""]
+    return "\n".join(lines)
+
+
+def _fmt(value) -> str:
+    return f"{value:.4f}" if isinstance(value, float) else str(value)

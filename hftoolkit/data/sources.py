@@ -1,0 +1,98 @@
+"""Step 1 of the flow: find the data files a recipe names and load them as a DatasetDict.
+
+Local .txt/.csv/.json/.jsonl/.parquet files, globs and folders of them, or a hub
+dataset id. Text files are split into documents on blank lines (paragraphs).
+"""
+
+from __future__ import annotations
+
+import glob
+import hashlib
+import os
+from pathlib import Path
+
+from hftoolkit.errors import UserError
+from hftoolkit.paths import resolve_data_path
+
+BUILDERS = {".txt": "text", ".csv": "csv", ".json": "json", ".jsonl": "json", ".parquet": "parquet"}
+
+
+def expand_files(spec: str, field: str) -> list[Path] | None:
+    """Local files for `spec`, or None when it can only be a hub dataset id."""
+    path = Path(resolve_data_path(spec))
+    if path.is_dir():
+        files = sorted(p for p in path.rglob("*") if p.suffix in BUILDERS and p.is_file())
+        if not files:
+            raise UserError(f"{field}: folder '{spec}' holds no {'/'.join(BUILDERS)} files")
+        return files
+    if path.is_file():
+        if path.suffix not in BUILDERS:
+            raise UserError(f"{field}: '{spec}' has an unsupported extension; use one of {', '.join(BUILDERS)}")
+        return [path]
+    if glob.has_magic(str(path)):
+        files = sorted(Path(p) for p in glob.glob(str(path), recursive=True) if Path(p).suffix in BUILDERS)
+        if not files:
+            raise UserError(f"{field}: glob '{spec}' matches no {'/'.join(BUILDERS)} files")
+        return files
+    if _looks_like_hub_id(spec):
+        return None
+    raise UserError(f"{field}: file '{spec}' does not exist; give a file, folder, glob or hub dataset id")
+
+
+def _looks_like_hub_id(spec: str) -> bool:
+    parts = spec.split("/")
+    return (not spec.startswith((".", "/", "~", "bundled://")) and len(parts) <= 2
+            and not Path(spec).suffix and all(parts))
+
+
+def load_split(spec: str, field: str):
+    """Load one split (all its files) as a `datasets.Dataset`."""
+    import datasets
+
+    files = expand_files(spec, field)
+    if files is None:
+        return _load_from_hub(spec, field)
+    kinds = {BUILDERS[f.suffix] for f in files}
+    if len(kinds) > 1:
+        raise UserError(f"{field}: '{spec}' mixes file types ({', '.join(sorted(kinds))}); use one type per split")
+    builder = kinds.pop()
+    options = {"sample_by": "paragraph"} if builder == "text" else {}
+    try:
+        loaded = datasets.load_dataset(builder, data_files=[str(f) for f in files], split="train", **options)
+    except Exception as exc:  # datasets raises many types for unparsable files
+        raise UserError(f"{field}: could not read '{spec}' as {builder} ({type(exc).__name__}: "
+                        f"{str(exc).splitlines()[0][:160]}); check the file's format") from None
+    return loaded
+
+
+def _load_from_hub(dataset_id: str, field: str):
+    import datasets
+
+    try:
+        return datasets.load_dataset(dataset_id, split="train")
+    except Exception as exc:  # offline, unknown id, gated: all mean the same to the user
+        raise UserError(f"{field}: '{dataset_id}' is not a local file and the hub dataset could not be loaded "
+                        f"({type(exc).__name__}); use a local file or check HF_ENDPOINT/network") from None
+
+
+def require_columns(dataset, columns: list[tuple[str, str]], spec: str) -> None:
+    """Each (recipe field, column name) must be in the dataset."""
+    for field, column in columns:
+        if column not in dataset.column_names:
+            raise UserError(f"{field}: column '{column}' is not in '{spec}' (columns: "
+                            f"{', '.join(dataset.column_names)}); set {field} to one of them")
+
+
+def fingerprint(spec: str, dataset) -> str:
+    """Content hash of the files behind `spec` (or the hub dataset's own fingerprint)."""
+    files = expand_files(spec, "data")
+    digest = hashlib.sha256()
+    if files is None:
+        digest.update(f"hub:{spec}:{dataset._fingerprint}".encode())
+        return digest.hexdigest()
+    for file in files:
+        digest.update(os.path.basename(file).encode())
+        with open(file, "rb") as handle:
+            for chunk in iter(lambda: handle.read(1 << 20), b""):
+                digest.update(chunk)
+    return digest.hexdigest()

@@ -1,0 +1,49 @@
+"""Load a recipe's train and validation documents, checking the columns it names."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from hftoolkit.data.sources import fingerprint, load_split, require_columns
+from hftoolkit.errors import UserError
+from hftoolkit.recipe.schema import DataSection
+
+
+@dataclass
+class LoadedData:
+    train: object  # datasets.Dataset
+    validation: object
+    content_hash: str  # hash of every file behind both splits
+
+
+def required_columns(data: DataSection) -> list[tuple[str, str]]:
+    if data.format == "qa":
+        return [("data.question_column", data.question_column), ("data.answer_column", data.answer_column)]
+    if data.format == "chat":
+        return [("data.messages_column", data.messages_column)]
+    return [("data.text_column", data.text_column)]
+
+
+def load_data(data: DataSection, seed: int) -> LoadedData:
+    """Train/validation datasets; validation is split off deterministically when not given."""
+    if not data.train:
+        raise UserError("data.train is empty; name a file, folder, glob or hub dataset id")
+    train = load_split(data.train, "data.train")
+    require_columns(train, required_columns(data), data.train)
+    hashes = [fingerprint(data.train, train)]
+    if data.validation:
+        validation = load_split(data.validation, "data.validation")
+        require_columns(validation, required_columns(data), data.validation)
+        hashes.append(fingerprint(data.validation, validation))
+    else:
+        if not 0 < data.validation_percent < 100:
+            raise UserError(f"data.validation_percent: {data.validation_percent} must be between 0 and 100 "
+                            "(exclusive), or set data.validation to a file")
+        if len(train) < 2:
+            raise UserError(f"data.train: '{data.train}' has {len(train)} document(s); need at least 2 "
+                            "to split off validation, or set data.validation")
+        parts = train.train_test_split(test_size=data.validation_percent / 100, seed=seed)
+        train, validation = parts["train"], parts["test"]
+    if data.max_train_samples:
+        train = train.select(range(min(data.max_train_samples, len(train))))
+    return LoadedData(train, validation, "-".join(hashes))

@@ -1,0 +1,98 @@
+"""Step 3: the tokenizer and model a recipe trains (pretrained, pulled, or from scratch)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from hftoolkit.errors import UserError
+from hftoolkit.models.registry import KNOWN_MODELS, known_model, pull
+from hftoolkit.recipe.schema import Recipe
+
+AUTO_CLASSES = {"causal_lm": "AutoModelForCausalLM", "masked_lm": "AutoModelForMaskedLM",
+                "classification": "AutoModelForSequenceClassification"}
+
+
+def check_model_source(name: str | None, field: str = "model.name") -> None:
+    """Cheap check that `name` can be resolved: a checkpoint folder, a known short name or a hub id."""
+    if not name:
+        raise UserError(f"{field} is empty; give a short name ({', '.join(KNOWN_MODELS)}), a hub id, "
+                        "a local folder, or use model.from_scratch")
+    path = Path(name).expanduser()
+    if path.exists():
+        if not (path / "config.json").is_file():
+            raise UserError(f"{field}: folder '{name}' has no config.json; point at a Hugging Face checkpoint")
+        return
+    if known_model(name):
+        return
+    looks_local = name.startswith((".", "/", "~")) or name.count("/") > 1
+    if looks_local or "/" not in name:
+        raise UserError(f"{field}: '{name}' is not a local folder, a known model ({', '.join(KNOWN_MODELS)}) "
+                        "or a hub id (org/name)")
+
+
+def resolve_model_path(name: str, log=print) -> str:
+    """A local folder for `name`: as given, pulled for known models, else the hub id itself."""
+    path = Path(name).expanduser()
+    if path.exists():
+        return str(path)
+    if known_model(name):
+        return str(pull(name, log=log))
+    return name
+
+
+def load_pretrained(recipe: Recipe, log=print, num_labels: int | None = None, extra_config: dict | None = None):
+    """(tokenizer, model) from model.name; pad token fixed up so padding never hides EOS from the loss."""
+    import transformers
+    from transformers import AutoTokenizer
+
+    source = resolve_model_path(recipe.model.name, log)
+    auto = getattr(transformers, AUTO_CLASSES[recipe.model.task])
+    kwargs = dict(extra_config or {})
+    if num_labels is not None:
+        kwargs["num_labels"] = num_labels
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(source)
+        model = auto.from_pretrained(source, **kwargs)
+    except OSError as exc:
+        raise UserError(f"model.name: could not load '{recipe.model.name}' ({str(exc).splitlines()[0][:160]}); "
+                        "check the folder or hub id, or pull it with `hftoolkit models pull`") from None
+    if tokenizer.pad_token is None:
+        # A distinct pad token: padding positions are masked, EOS keeps its own id and stays learned.
+        tokenizer.add_special_tokens({"pad_token": "<|pad|>"})
+        model.resize_token_embeddings(len(tokenizer))
+    model.config.pad_token_id = tokenizer.pad_token_id
+    return tokenizer, model
+
+
+def build_from_scratch(recipe: Recipe, train_texts, corpus_hash: str, log=print):
+    """(tokenizer, model): a tokenizer trained on the corpus and a randomly initialised model."""
+    import transformers
+
+    from hftoolkit.models.scratch import scratch_config, train_tokenizer
+
+    settings = recipe.model.from_scratch
+    tokenizer = train_tokenizer(train_texts, settings, corpus_hash, log=log)
+    config = scratch_config(settings, tokenizer, recipe.preprocess.block_size)
+    auto = getattr(transformers, AUTO_CLASSES[recipe.model.task])
+    transformers.set_seed(recipe.training.seed)
+    try:
+        model = auto.from_config(config)
+    except ValueError as exc:
+        raise UserError(f"model.from_scratch: {config.model_type} has no {recipe.model.task} head ({exc})") from None
+    log(f"model: new {config.model_type} with {model.num_parameters() / 1e6:.2f}M parameters")
+    return tokenizer, model
+
+
+def add_lora(model, recipe: Recipe):
+    """Wrap `model` with peft LoRA adapters as the recipe asks."""
+    from peft import LoraConfig, TaskType, get_peft_model
+
+    lora = recipe.training.lora
+    targets = lora.target_modules[0] if lora.target_modules == ["all-linear"] else lora.target_modules
+    task = {"causal_lm": TaskType.CAUSAL_LM, "classification": TaskType.SEQ_CLS}.get(recipe.model.task)
+    config = LoraConfig(r=lora.r, lora_alpha=lora.alpha, lora_dropout=lora.dropout, target_modules=targets,
+                        task_type=task)
+    try:
+        return get_peft_model(model, config)
+    except ValueError as exc:
+        raise UserError(f"training.lora.target_modules: {exc}") from None

@@ -1,0 +1,105 @@
+"""The recipe schema: every knob with its type, default and help in one place.
+
+Precedence is dataclass default < recipe YAML < command-line `key=value`; the
+merging and type checks live in `recipe.load`, not here.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Literal, Optional
+
+
+def knob(default: Any = None, help: str = "", **kwargs) -> Any:
+    """A dataclass field that carries its help text (used by `recipes show` and errors)."""
+    if "default_factory" in kwargs:
+        return field(metadata={"help": help}, **kwargs)
+    return field(default=default, metadata={"help": help})
+
+
+@dataclass
+class FromScratch:
+    architecture: str = knob("gpt2", "transformers model_type to build, e.g. gpt2, llama, bert")
+    config: dict[str, Any] = knob(help="config kwargs for that architecture (layers, width, ...)",
+                                  default_factory=dict)
+    vocab_size: int = knob(4096, "size of the BPE/WordPiece tokenizer trained on the corpus")
+
+
+@dataclass
+class Lora:
+    enabled: bool = knob(False, "train low-rank adapters instead of all weights")
+    r: int = knob(16, "adapter rank: higher learns more, costs more memory")
+    alpha: int = knob(32, "adapter scaling numerator (effective scale alpha/r)")
+    dropout: float = knob(0.05, "dropout on the adapter input")
+    target_modules: list[str] = knob(help="module names to adapt; 'all-linear' for every linear layer",
+                                     default_factory=lambda: ["all-linear"])
+    save_merged: bool = knob(True, "also write the merged full model as the checkpoint")
+
+
+@dataclass
+class ModelSection:
+    name: Optional[str] = knob(None, "short name (hftoolkit models list), hub id or local folder")
+    from_scratch: Optional[FromScratch] = knob(None, "build a new model and tokenizer instead of `name`")
+    task: Literal["causal_lm", "masked_lm", "classification"] = knob(
+        "causal_lm", "which head to train")
+
+
+@dataclass
+class DataSection:
+    train: str = knob("", "file, glob, folder, bundled:// path or hub dataset id")
+    validation: Optional[str] = knob(None, "validation data; when unset, `validation_percent` is split off")
+    validation_percent: float = knob(10.0, "percent of training documents held out (deterministic)")
+    format: Literal["text", "qa", "chat"] = knob(
+        "text", "text: plain corpus; qa: question/answer columns; chat: a messages column")
+    text_column: str = knob("text", "column holding the documents (format: text)")
+    question_column: str = knob("question", "column holding questions (format: qa)")
+    answer_column: str = knob("answer", "column holding answers (format: qa)")
+    messages_column: str = knob("messages", "column holding chat messages (format: chat)")
+    system_prompt: Optional[str] = knob(None, "system message added to every qa example")
+    max_train_samples: Optional[int] = knob(None, "debug: keep only the first N training documents")
+
+
+@dataclass
+class PreprocessSection:
+    block_size: int = knob(256, "tokens per training block (packing) or max example length (qa/chat)")
+    packing: bool = knob(True, "concatenate documents into full blocks; the remainder is padded, never dropped")
+    add_eos: bool = knob(True, "append EOS to each document so the model learns where text ends")
+    num_proc: int = knob(1, "tokenizer worker processes")
+
+
+@dataclass
+class TrainingSection:
+    epochs: float = knob(3.0, "passes over the training blocks")
+    max_steps: int = knob(-1, "stop after this many optimizer steps (-1: use epochs)")
+    batch_size: int = knob(8, "blocks per device step")
+    eval_batch_size: int = knob(16, "blocks per eval step")
+    gradient_accumulation: int = knob(1, "steps per optimizer update (effective batch = batch_size x this)")
+    learning_rate: float = knob(5e-4, "peak learning rate")
+    weight_decay: float = knob(0.01, "AdamW weight decay")
+    warmup_ratio: float = knob(0.05, "fraction of steps spent warming the learning rate up")
+    lr_scheduler: str = knob("cosine", "transformers scheduler name: linear, cosine, constant, ...")
+    max_grad_norm: float = knob(1.0, "gradient clipping")
+    eval_steps: int = knob(50, "evaluate every N optimizer steps")
+    logging_steps: int = knob(10, "log the training loss every N steps")
+    save_steps: int = knob(100, "write a resumable checkpoint every N steps")
+    early_stopping_patience: Optional[int] = knob(None, "stop after N evals without eval-loss improvement")
+    precision: Literal["auto", "bf16", "fp32"] = knob(
+        "auto", "auto: bf16 autocast where the CPU/GPU supports it, else fp32")
+    seed: int = knob(42, "seed for init, shuffling and dropout")
+    gradient_checkpointing: bool = knob(False, "trade compute for activation memory")
+    lora: Lora = knob(help="low-rank adapter options", default_factory=Lora)
+
+
+@dataclass
+class OutputSection:
+    dir: str = knob("runs/model", "checkpoint folder; an existing finished run is kept unless --overwrite")
+
+
+@dataclass
+class Recipe:
+    description: str = knob("", "one line shown by `hftoolkit recipes list`")
+    model: ModelSection = knob(help="what to train", default_factory=ModelSection)
+    data: DataSection = knob(help="where the text comes from", default_factory=DataSection)
+    preprocess: PreprocessSection = knob(help="tokenization and packing", default_factory=PreprocessSection)
+    training: TrainingSection = knob(help="the Trainer loop", default_factory=TrainingSection)
+    output: OutputSection = knob(help="where the checkpoint goes", default_factory=OutputSection)

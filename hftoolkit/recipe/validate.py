@@ -1,0 +1,42 @@
+"""Semantic checks on a typed recipe, run before any model or data is loaded."""
+
+from __future__ import annotations
+
+from hftoolkit.data.sources import expand_files
+from hftoolkit.errors import UserError
+from hftoolkit.models.load import check_model_source
+from hftoolkit.recipe.schema import Recipe
+
+POSITIVE = {
+    "preprocess.block_size": lambda r: r.preprocess.block_size,
+    "training.batch_size": lambda r: r.training.batch_size,
+    "training.eval_batch_size": lambda r: r.training.eval_batch_size,
+    "training.gradient_accumulation": lambda r: r.training.gradient_accumulation,
+    "training.learning_rate": lambda r: r.training.learning_rate,
+    "training.eval_steps": lambda r: r.training.eval_steps,
+    "training.logging_steps": lambda r: r.training.logging_steps,
+    "training.save_steps": lambda r: r.training.save_steps,
+}
+
+
+def validate(recipe: Recipe) -> None:
+    """Raise UserError on the first problem, naming the field and the fix."""
+    model = recipe.model
+    if model.name and model.from_scratch:
+        raise UserError("model.name and model.from_scratch are both set; keep one")
+    if not model.from_scratch:
+        check_model_source(model.name)
+    for field, get in POSITIVE.items():
+        if get(recipe) <= 0:
+            raise UserError(f"{field}: {get(recipe)} must be greater than 0")
+    if recipe.training.epochs <= 0 and recipe.training.max_steps <= 0:
+        raise UserError("training.epochs must be > 0 (or set training.max_steps)")
+    if recipe.training.lora.enabled and model.from_scratch:
+        raise UserError("training.lora.enabled needs a pretrained model.name; a from-scratch model trains fully")
+    if not recipe.data.train:
+        raise UserError("data.train is empty; name a file, folder, glob or hub dataset id")
+    expand_files(recipe.data.train, "data.train")
+    if recipe.data.validation:
+        expand_files(recipe.data.validation, "data.validation")
+    if not recipe.output.dir:
+        raise UserError("output.dir is empty; set it in the recipe or pass --output-dir")

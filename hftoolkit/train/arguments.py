@@ -1,0 +1,62 @@
+"""Recipe → transformers TrainingArguments, and the precision choice."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from hftoolkit.checkpoint.output_dir import TRAINER_DIR
+from hftoolkit.recipe.schema import TrainingSection
+
+
+def bf16_supported() -> bool:
+    """bf16 autocast pays off on GPUs with bf16 and on CPUs with AVX-512 BF16 or AMX."""
+    import torch
+
+    if torch.cuda.is_available():
+        return torch.cuda.is_bf16_supported()
+    return bool(torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported())
+
+
+def resolve_precision(choice: str) -> str:
+    return ("bf16" if bf16_supported() else "fp32") if choice == "auto" else choice
+
+
+def training_arguments(training: TrainingSection, out: Path, precision: str):
+    import torch
+    from transformers import TrainingArguments
+
+    early = training.early_stopping_patience is not None
+    return TrainingArguments(
+        output_dir=str(out / TRAINER_DIR),
+        num_train_epochs=training.epochs,
+        max_steps=training.max_steps,
+        per_device_train_batch_size=training.batch_size,
+        per_device_eval_batch_size=training.eval_batch_size,
+        gradient_accumulation_steps=training.gradient_accumulation,
+        learning_rate=training.learning_rate,
+        weight_decay=training.weight_decay,
+        warmup_steps=training.warmup_ratio,  # transformers 5 reads a float < 1 as a ratio
+        lr_scheduler_type=training.lr_scheduler,
+        max_grad_norm=training.max_grad_norm,
+        eval_strategy="steps",
+        eval_steps=training.eval_steps,
+        eval_on_start=True,  # the step-0 eval loss is the baseline the run is judged against
+        logging_steps=training.logging_steps,
+        logging_first_step=True,
+        save_strategy="steps",
+        save_steps=training.eval_steps if early else training.save_steps,
+        save_total_limit=2,
+        load_best_model_at_end=early,
+        metric_for_best_model="eval_loss" if early else None,
+        greater_is_better=False if early else None,
+        bf16=precision == "bf16",
+        seed=training.seed,
+        data_seed=training.seed,
+        report_to="none",  # TensorBoard is attached by build_trainer with an explicit log folder
+        include_num_input_tokens_seen="non_padding",  # real tokens, padding excluded
+        activation_checkpointing=training.gradient_checkpointing,
+        use_cpu=not torch.cuda.is_available(),
+        dataloader_num_workers=0,
+        remove_unused_columns=False,
+        disable_tqdm=False,
+    )

@@ -6,8 +6,10 @@ dataset id. Text files are split into documents on blank lines (paragraphs).
 
 from __future__ import annotations
 
+import csv
 import glob
 import hashlib
+import json
 import os
 from pathlib import Path
 
@@ -49,6 +51,7 @@ def load_split(spec: str, field: str):
     """Load one split (all its files) as a `datasets.Dataset`."""
     import datasets
 
+    datasets.disable_progress_bars()  # "Generating split" bars say nothing useful for local files
     files = expand_files(spec, field)
     if files is None:
         return _load_from_hub(spec, field)
@@ -75,12 +78,47 @@ def _load_from_hub(dataset_id: str, field: str):
                         f"({type(exc).__name__}); use a local file or check HF_ENDPOINT/network") from None
 
 
-def require_columns(dataset, columns: list[tuple[str, str]], spec: str) -> None:
-    """Each (recipe field, column name) must be in the dataset."""
+def require_columns(available: list[str], columns: list[tuple[str, str]], spec: str) -> None:
+    """Each (recipe field, column name) must be among the `available` columns."""
     for field, column in columns:
-        if column not in dataset.column_names:
+        if column not in available:
             raise UserError(f"{field}: column '{column}' is not in '{spec}' (columns: "
-                            f"{', '.join(dataset.column_names)}); set {field} to one of them")
+                            f"{', '.join(available)}); set {field} to one of them")
+
+
+def peek_columns(spec: str, field: str) -> list[str] | None:
+    """Column names of local data without loading it (None for hub ids): lets recipe checks stay instant."""
+    files = expand_files(spec, field)
+    if files is None:
+        return None
+    first = files[0]
+    kind = BUILDERS[first.suffix]
+    try:
+        if kind == "text":
+            return ["text"]
+        if kind == "csv":
+            with open(first, newline="", encoding="utf-8") as handle:
+                return next(csv.reader(handle), [])
+        if kind == "parquet":
+            import pyarrow.parquet as pq
+
+            return list(pq.read_schema(first).names)
+        return _json_columns(first)
+    except (OSError, ValueError, UnicodeDecodeError) as exc:
+        raise UserError(f"{field}: could not read '{first}' ({exc}); check the file's format") from None
+
+
+def _json_columns(path: Path) -> list[str]:
+    """Keys of the first record of a JSON Lines file or a JSON array of objects."""
+    with open(path, encoding="utf-8") as handle:
+        head = handle.read(1 << 16).lstrip()
+    if head.startswith("["):
+        with open(path, encoding="utf-8") as handle:
+            records = json.load(handle)
+        return list(records[0]) if records and isinstance(records[0], dict) else []
+    first_line = head.splitlines()[0] if head else "{}"
+    record = json.loads(first_line)
+    return list(record) if isinstance(record, dict) else []
 
 
 def fingerprint(spec: str, dataset) -> str:

@@ -29,11 +29,11 @@ def load_data(data: DataSection, seed: int) -> LoadedData:
     if not data.train:
         raise UserError("data.train is empty; name a file, folder, glob or hub dataset id")
     train = load_split(data.train, "data.train")
-    require_columns(train, required_columns(data), data.train)
+    require_columns(train.column_names, required_columns(data), data.train)
     hashes = [fingerprint(data.train, train)]
     if data.validation:
         validation = load_split(data.validation, "data.validation")
-        require_columns(validation, required_columns(data), data.validation)
+        require_columns(validation.column_names, required_columns(data), data.validation)
         hashes.append(fingerprint(data.validation, validation))
     else:
         if not 0 < data.validation_percent < 100:

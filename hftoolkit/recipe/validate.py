@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from hftoolkit.data.sources import expand_files
+from hftoolkit.data.sources import peek_columns, require_columns
+from hftoolkit.data.splits import required_columns
 from hftoolkit.errors import UserError
 from hftoolkit.models.load import check_model_source
 from hftoolkit.recipe.schema import Recipe
@@ -35,8 +36,11 @@ def validate(recipe: Recipe) -> None:
         raise UserError("training.lora.enabled needs a pretrained model.name; a from-scratch model trains fully")
     if not recipe.data.train:
         raise UserError("data.train is empty; name a file, folder, glob or hub dataset id")
-    expand_files(recipe.data.train, "data.train")
-    if recipe.data.validation:
-        expand_files(recipe.data.validation, "data.validation")
+    for field in ("train", "validation"):
+        spec = getattr(recipe.data, field)
+        if spec:
+            columns = peek_columns(spec, f"data.{field}")
+            if columns is not None:
+                require_columns(columns, required_columns(recipe.data), spec)
     if not recipe.output.dir:
         raise UserError("output.dir is empty; set it in the recipe or pass --output-dir")

@@ -1,0 +1,47 @@
+"""Packing keeps the remainder, labels keep EOS even when pad == EOS, stats add up."""
+
+from datasets import Dataset
+from transformers import AutoTokenizer
+
+from hftoolkit.data.pack import IGNORE_INDEX, block_stats, pack_blocks, pack_dataset, tokenize_documents
+from hftoolkit.models.scratch import _byte_level_bpe
+
+
+def test_remainder_is_padded_not_dropped():
+    batch = {"input_ids": [[1, 2, 3], [4, 5, 6, 7], [8]]}  # 8 tokens, block 3 → 3 blocks, last has 2 real
+    blocks = pack_blocks(batch, block_size=3, pad_id=0)
+    assert blocks["input_ids"] == [[1, 2, 3], [4, 5, 6], [7, 8, 0]]
+    assert blocks["attention_mask"][-1] == [1, 1, 0]
+    assert blocks["labels"][-1] == [7, 8, IGNORE_INDEX]
+
+
+def test_eos_stays_in_loss_when_pad_equals_eos():
+    eos = 9
+    batch = {"input_ids": [[1, 2, eos], [3, eos]]}
+    blocks = pack_blocks(batch, block_size=4, pad_id=eos)
+    # the real EOS tokens are learned; only the padding EOS is masked
+    assert blocks["labels"] == [[1, 2, eos, 3], [eos, IGNORE_INDEX, IGNORE_INDEX, IGNORE_INDEX]]
+
+
+def test_tiny_corpus_still_trains_and_stats_add_up():
+    tokenizer = _byte_level_bpe(["the brake pads wear down", "oil keeps the engine cool"] * 20, 300)
+    docs = Dataset.from_dict({"text": ["brake pads", "engine oil is hot"]})
+    tokens = tokenize_documents(docs, tokenizer, "text", add_eos=True)
+    assert all(ids[-1] == tokenizer.eos_token_id for ids in tokens["input_ids"])
+    total = sum(len(ids) for ids in tokens["input_ids"])
+    blocks = pack_dataset(tokens, block_size=64, pad_id=tokenizer.pad_token_id, packing=True)
+    assert len(blocks) == 1  # fewer tokens than one block: kept as one padded block
+    stats = block_stats(2, blocks)
+    assert stats["tokens"] == total and stats["blocks"] == 1
+    assert stats["padding_percent"] == round(100 * (64 - total) / 64, 2)
+    assert tokenizer.pad_token_id != tokenizer.eos_token_id
+
+
+def test_no_packing_truncates_and_counts():
+    tokenizer = _byte_level_bpe(["a b c d e f g h"] * 10, 280)
+    docs = Dataset.from_dict({"text": ["a b c d e f g h a b c d e f g h", "a"]})
+    tokens = tokenize_documents(docs, tokenizer, "text", add_eos=True)
+    lengths = [len(ids) for ids in tokens["input_ids"]]
+    blocks = pack_dataset(tokens, block_size=4, pad_id=tokenizer.pad_token_id, packing=False)
+    assert len(blocks) == 2
+    assert block_stats(2, blocks)["tokens_truncated"] == sum(max(0, n - 4) for n in lengths) > 0

@@ -1,0 +1,81 @@
+"""Train a tiny GPT from a recipe through the real CLI, then load it with plain transformers."""
+
+import json
+import shutil
+
+import torch
+import yaml
+
+from conftest import run_cli, run_plain_python, tiny_recipe
+
+EXPECTED_FILES = {"model.safetensors", "config.json", "generation_config.json", "tokenizer.json",
+                  "tokenizer_config.json", "recipe.yaml", "metrics.json", "README.md", "loss_curve.png",
+                  "trainer_log.json", "checkpoints", "logs"}
+
+
+def test_train_save_load_generate(tmp_path):
+    recipe = tiny_recipe(tmp_path, training={"max_steps": 30, "eval_steps": 10, "save_steps": 10})
+    out = tmp_path / "run"
+    done = run_cli("train", recipe, "--output-dir", out)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert {p.name for p in out.iterdir()} == EXPECTED_FILES
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["eval_perplexity"] < 0.5 * metrics["eval_perplexity_start"]
+    assert metrics["tokens_seen"] > 0 and metrics["tokens_per_second"] > 0
+    assert metrics["preprocessing"]["train"]["blocks"] > 0
+    assert yaml.safe_load((out / "recipe.yaml").read_text())["output"]["dir"] == str(out)
+    gen = json.loads((out / "generation_config.json").read_text())
+    tok = json.loads((out / "tokenizer_config.json").read_text())
+    assert gen["pad_token_id"] != gen["eos_token_id"] and tok["pad_token"] == "<|pad|>"
+    assert not list(out.glob("*.bin")) and not list(out.glob("*.pt"))  # safetensors only
+
+    plain = run_plain_python(f"""
+from transformers import AutoModelForCausalLM, pipeline
+model = AutoModelForCausalLM.from_pretrained({str(out)!r})
+gen = pipeline("text-generation", model={str(out)!r})
+text = gen("The brake pads", max_new_tokens=12, do_sample=False)[0]["generated_text"]
+assert text.startswith("The brake pads") and len(text) > len("The brake pads"), text
+print("OK", type(model).__name__)
+""")
+    assert plain.returncode == 0, plain.stderr[-3000:]
+    assert "OK GPT2LMHeadModel" in plain.stdout
+
+
+def test_finished_run_is_not_overwritten(tmp_path):
+    recipe = tiny_recipe(tmp_path, training={"max_steps": 2})
+    out = tmp_path / "run"
+    assert run_cli("train", recipe, "--output-dir", out).returncode == 0
+    before = (out / "model.safetensors").read_bytes()
+    again = run_cli("train", recipe, "--output-dir", out, "training.seed=7")
+    assert again.returncode == 2 and "holds a finished run; pass --overwrite" in again.stderr
+    assert (out / "model.safetensors").read_bytes() == before
+    forced = run_cli("train", recipe, "--output-dir", out, "--overwrite", "training.seed=7")
+    assert forced.returncode == 0, forced.stderr[-2000:]
+    assert (out / "model.safetensors").read_bytes() != before
+
+
+def test_resume_continues_from_last_checkpoint(tmp_path):
+    from safetensors.torch import load_file
+
+    recipe = tiny_recipe(tmp_path, training={"max_steps": 6, "save_steps": 3, "eval_steps": 3})
+    out = tmp_path / "run"
+    assert run_cli("train", recipe, "--output-dir", out).returncode == 0
+    uninterrupted = load_file(out / "model.safetensors")
+    # simulate a crash after step 3: the final files and the step-6 checkpoint never got written
+    for name in ("metrics.json", "model.safetensors", "trainer_log.json"):
+        (out / name).unlink()
+    shutil.rmtree(out / "checkpoints" / "checkpoint-6")
+    state_file = out / "checkpoints" / "checkpoint-3" / "trainer_state.json"
+    state = json.loads(state_file.read_text())
+    state["log_history"].append({"step": 3, "resume_marker": True})  # survives only if state is restored
+    state_file.write_text(json.dumps(state))
+
+    fresh = run_cli("train", recipe, "--output-dir", out)
+    assert fresh.returncode == 2 and "--resume" in fresh.stderr
+    resumed = run_cli("train", recipe, "--output-dir", out, "--resume")
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    log = json.loads((out / "trainer_log.json").read_text())
+    assert any(h.get("resume_marker") for h in log)
+    assert [h["step"] for h in log if "loss" in h] == [1, 2, 3, 4, 5, 6]  # no step trained twice
+    final = load_file(out / "model.safetensors")
+    assert all(torch.equal(final[k], uninterrupted[k]) for k in uninterrupted)  # same as never stopping

@@ -89,6 +89,30 @@ def cmd_merge(args) -> None:
     print(merge_adapter(args.adapter_dir, args.dest))
 
 
+def cmd_eval(args) -> None:
+    import json
+
+    from hftoolkit.evaluation.run import evaluate_causal_lm
+
+    result = evaluate_causal_lm(args.checkpoint, args.data, system=args.system, batch_size=args.batch_size)
+    if args.json:
+        print(json.dumps(result, indent=2))
+        return
+    if "accuracy" in result:
+        for row in result["answers"][:args.show]:
+            print(f"{'OK ' if row['correct'] else 'MISS'} Q: {row['question']}\n     A: {row['answer']}")
+        print(f"answer accuracy: {result['correct']}/{result['total']} = {result['accuracy']:.3f} "
+              "(correct = the answer contains a key fact)")
+    else:
+        print(f"perplexity: {result['perplexity']:.3f} (loss {result['loss']:.4f} over {result['tokens']} tokens)")
+
+
+def cmd_quickstart(args) -> None:
+    from hftoolkit.quickstart import run_quickstart
+
+    run_quickstart(args.output_dir, args.overrides)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="hftoolkit", description="Fine-tune Hugging Face models from recipes.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -128,6 +152,20 @@ def build_parser() -> argparse.ArgumentParser:
     merge.add_argument("adapter_dir")
     merge.add_argument("dest")
     merge.set_defaults(func=cmd_merge)
+
+    evaluate = sub.add_parser("eval", help="evaluate a checkpoint on a data file")
+    evaluate.add_argument("checkpoint")
+    evaluate.add_argument("--data", required=True, help="QA .jsonl (question/answer/key_facts) or text file")
+    evaluate.add_argument("--json", action="store_true", help="print the result as JSON")
+    evaluate.add_argument("--system", help="system prompt for QA (default: the one the checkpoint trained with)")
+    evaluate.add_argument("--batch-size", type=int, default=16)
+    evaluate.add_argument("--show", type=int, default=5, help="print this many answers")
+    evaluate.set_defaults(func=cmd_eval)
+
+    quick = sub.add_parser("quickstart", help="the car demo: base vs fine-tuned SmolLM2 on held-out questions")
+    quick.add_argument("--output-dir", default="runs/cars_qa")
+    quick.add_argument("overrides", nargs="*", help="cars_qa recipe overrides, e.g. training.epochs=2")
+    quick.set_defaults(func=cmd_quickstart)
     return parser
 
 

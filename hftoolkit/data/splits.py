@@ -13,10 +13,13 @@ from hftoolkit.recipe.schema import DataSection
 class LoadedData:
     train: object  # datasets.Dataset
     validation: object
-    content_hash: str  # hash of every file behind both splits
+    content_hash: str  # hash of every file behind both splits (and extra_text)
+    extra_text: object = None  # datasets.Dataset of documents, or None
 
 
-def required_columns(data: DataSection) -> list[tuple[str, str]]:
+def required_columns(data: DataSection, task: str = "causal_lm") -> list[tuple[str, str]]:
+    if task == "classification":
+        return [("data.text_column", data.text_column), ("data.label_column", data.label_column)]
     if data.format == "qa":
         return [("data.question_column", data.question_column), ("data.answer_column", data.answer_column)]
     if data.format == "chat":
@@ -24,16 +27,16 @@ def required_columns(data: DataSection) -> list[tuple[str, str]]:
     return [("data.text_column", data.text_column)]
 
 
-def load_data(data: DataSection, seed: int) -> LoadedData:
+def load_data(data: DataSection, seed: int, task: str = "causal_lm") -> LoadedData:
     """Train/validation datasets; validation is split off deterministically when not given."""
     if not data.train:
         raise UserError("data.train is empty; name a file, folder, glob or hub dataset id")
     train = load_split(data.train, "data.train")
-    require_columns(train.column_names, required_columns(data), data.train)
+    require_columns(train.column_names, required_columns(data, task), data.train)
     hashes = [fingerprint(data.train, train)]
     if data.validation:
         validation = load_split(data.validation, "data.validation")
-        require_columns(validation.column_names, required_columns(data), data.validation)
+        require_columns(validation.column_names, required_columns(data, task), data.validation)
         hashes.append(fingerprint(data.validation, validation))
     else:
         if not 0 < data.validation_percent < 100:
@@ -46,4 +49,9 @@ def load_data(data: DataSection, seed: int) -> LoadedData:
         train, validation = parts["train"], parts["test"]
     if data.max_train_samples:
         train = train.select(range(min(data.max_train_samples, len(train))))
-    return LoadedData(train, validation, "-".join(hashes))
+    extra = None
+    if data.extra_text:
+        extra = load_split(data.extra_text, "data.extra_text")
+        require_columns(extra.column_names, [("data.text_column", data.text_column)], data.extra_text)
+        hashes.append(fingerprint(data.extra_text, extra))
+    return LoadedData(train, validation, "-".join(hashes), extra)

@@ -40,16 +40,14 @@ def resolve_model_path(name: str, log=print) -> str:
     return name
 
 
-def load_pretrained(recipe: Recipe, log=print, num_labels: int | None = None, extra_config: dict | None = None):
+def load_pretrained(recipe: Recipe, log=print, head: dict | None = None):
     """(tokenizer, model) from model.name; pad token fixed up so padding never hides EOS from the loss."""
     import transformers
     from transformers import AutoTokenizer
 
     source = resolve_model_path(recipe.model.name, log)
     auto = getattr(transformers, AUTO_CLASSES[recipe.model.task])
-    kwargs = dict(extra_config or {})
-    if num_labels is not None:
-        kwargs["num_labels"] = num_labels
+    kwargs = dict(head or {})  # classification: num_labels, id2label, label2id, problem_type
     try:
         tokenizer = AutoTokenizer.from_pretrained(source)
         model = auto.from_pretrained(source, **kwargs)
@@ -64,7 +62,7 @@ def load_pretrained(recipe: Recipe, log=print, num_labels: int | None = None, ex
     return tokenizer, model
 
 
-def build_from_scratch(recipe: Recipe, train_texts, corpus_hash: str, log=print):
+def build_from_scratch(recipe: Recipe, train_texts, corpus_hash: str, log=print, head: dict | None = None):
     """(tokenizer, model): a tokenizer trained on the corpus and a randomly initialised model."""
     import transformers
 
@@ -73,6 +71,8 @@ def build_from_scratch(recipe: Recipe, train_texts, corpus_hash: str, log=print)
     settings = recipe.model.from_scratch
     tokenizer = train_tokenizer(train_texts, settings, corpus_hash, log=log)
     config = scratch_config(settings, tokenizer, recipe.preprocess.block_size)
+    for key, value in (head or {}).items():
+        setattr(config, key, value)
     auto = getattr(transformers, AUTO_CLASSES[recipe.model.task])
     transformers.set_seed(recipe.training.seed)
     try:

@@ -42,6 +42,8 @@ class ModelSection:
     from_scratch: Optional[FromScratch] = knob(None, "build a new model and tokenizer instead of `name`")
     task: Literal["causal_lm", "masked_lm", "classification"] = knob(
         "causal_lm", "which head to train")
+    problem_type: Literal["single_label_classification", "multi_label_classification", "regression"] = knob(
+        "single_label_classification", "classification only: one label, a list of labels, or a number per text")
 
 
 @dataclass
@@ -52,10 +54,13 @@ class DataSection:
     format: Literal["text", "qa", "chat"] = knob(
         "text", "text: plain corpus; qa: question/answer columns; chat: a messages column")
     text_column: str = knob("text", "column holding the documents (format: text)")
+    label_column: str = knob("label", "classification: label name, list of names (multi-label) or number")
     question_column: str = knob("question", "column holding questions (format: qa)")
     answer_column: str = knob("answer", "column holding answers (format: qa)")
     messages_column: str = knob("messages", "column holding chat messages (format: chat)")
     system_prompt: Optional[str] = knob(None, "system message added to every qa example")
+    extra_text: Optional[str] = knob(None, "qa/chat only: a plain-text corpus trained on alongside the examples "
+                                           "(packed, full loss), so the model learns the documents too")
     max_train_samples: Optional[int] = knob(None, "debug: keep only the first N training documents")
 
 
@@ -65,6 +70,8 @@ class PreprocessSection:
     packing: bool = knob(True, "concatenate documents into full blocks; the remainder is padded, never dropped")
     add_eos: bool = knob(True, "append EOS to each document so the model learns where text ends")
     num_proc: int = knob(1, "tokenizer worker processes")
+    mlm_probability: float = knob(0.15, "masked_lm: share of tokens masked for prediction")
+    whole_word_mask: bool = knob(False, "masked_lm: mask every piece of a word together (harder, often better)")
 
 
 @dataclass
@@ -87,6 +94,7 @@ class TrainingSection:
         "auto", "auto: bf16 autocast where the CPU/GPU supports it, else fp32")
     seed: int = knob(42, "seed for init, shuffling and dropout")
     gradient_checkpointing: bool = knob(False, "trade compute for activation memory")
+    class_weights: bool = knob(False, "single-label classification: weight the loss by inverse class frequency")
     lora: Lora = knob(help="low-rank adapter options", default_factory=Lora)
 
 

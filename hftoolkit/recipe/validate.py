@@ -41,6 +41,15 @@ def validate(recipe: Recipe) -> None:
         if spec:
             columns = peek_columns(spec, f"data.{field}")
             if columns is not None:
-                require_columns(columns, required_columns(recipe.data), spec)
+                require_columns(columns, required_columns(recipe.data, model.task), spec)
+    if model.task != "causal_lm" and recipe.data.format != "text":
+        raise UserError(f"data.format: {recipe.data.format} works with model.task: causal_lm; "
+                        f"{model.task} reads a text column (data.format: text)")
+    if recipe.data.extra_text:
+        if recipe.data.format == "text":
+            raise UserError("data.extra_text is for qa/chat data; with data.format: text put the files in data.train")
+        columns = peek_columns(recipe.data.extra_text, "data.extra_text")
+        if columns is not None:
+            require_columns(columns, [("data.text_column", recipe.data.text_column)], recipe.data.extra_text)
     if not recipe.output.dir:
         raise UserError("output.dir is empty; set it in the recipe or pass --output-dir")

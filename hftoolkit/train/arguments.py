@@ -21,7 +21,8 @@ def resolve_precision(choice: str) -> str:
     return ("bf16" if bf16_supported() else "fp32") if choice == "auto" else choice
 
 
-def training_arguments(training: TrainingSection, out: Path, precision: str):
+def training_arguments(training: TrainingSection, out: Path, precision: str, variable_length: bool = False,
+                       batch_metrics: bool = False):
     import torch
     from transformers import TrainingArguments
 
@@ -58,5 +59,8 @@ def training_arguments(training: TrainingSection, out: Path, precision: str):
         use_cpu=not torch.cuda.is_available(),
         dataloader_num_workers=0,
         remove_unused_columns=False,
+        batch_eval_metrics=batch_metrics,  # metrics accumulate per batch: no eval-set logits kept
+        # variable-length examples: batch similar lengths together so little compute goes to padding
+        train_sampling_strategy="group_by_length" if variable_length else "random",
         disable_tqdm=False,
     )

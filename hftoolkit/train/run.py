@@ -9,12 +9,13 @@ from pathlib import Path
 from hftoolkit.checkpoint.output_dir import check_output_dir, last_trainer_checkpoint
 from hftoolkit.checkpoint.save import save_checkpoint
 from hftoolkit.data.chat_format import show_loss_mask
+from hftoolkit.data.labels import inverse_frequency_weights, label_names
 from hftoolkit.data.preprocess import preprocess
 from hftoolkit.data.splits import load_data
 from hftoolkit.recipe.load import to_dict
 from hftoolkit.recipe.schema import Recipe
 from hftoolkit.recipe.validate import validate
-from hftoolkit.train.metrics import perplexity as _perplexity
+from hftoolkit.train.metrics import perplexity
 
 
 def train(recipe: Recipe, resume: bool = False, overwrite: bool = False, log=print) -> dict:
@@ -23,45 +24,49 @@ def train(recipe: Recipe, resume: bool = False, overwrite: bool = False, log=pri
     out = check_output_dir(recipe.output.dir, resume, overwrite)
     started = time.time()
 
-    loaded = load_data(recipe.data, recipe.training.seed)
+    loaded = load_data(recipe.data, recipe.training.seed, recipe.model.task)
     log(f"data: {len(loaded.train)} training and {len(loaded.validation)} validation documents")
-    tokenizer, model = setup_model(recipe, loaded, log)
+    labels = None
+    if recipe.model.task == "classification":
+        labels = label_names([loaded.train, loaded.validation], recipe.data.label_column, recipe.model.problem_type)
+        log(f"labels ({len(labels)}): {', '.join(labels)}" if labels else "labels: regression (one number)")
+    tokenizer, model = setup_model(recipe, loaded, labels, log)
 
-    blocks, stats, hit = preprocess(recipe, loaded, tokenizer)
+    blocks, stats, hit = preprocess(recipe, loaded, tokenizer, labels)
     log(f"preprocessing: cache {'hit, reusing' if hit else 'miss, tokenized'} ({'same' if hit else 'new'} "
         "data, tokenizer and preprocess settings)")
     for split, numbers in stats.items():
         log(f"  {split}: " + ", ".join(f"{k}={v}" for k, v in numbers.items()))
-    if recipe.data.format != "text":
-        log("one training example (learned tokens in [[ ]]):\n" + show_loss_mask(blocks["train"][0], tokenizer))
+    if recipe.model.task == "causal_lm" and recipe.data.format != "text":
+        example = next(row for row in blocks["train"] if -100 in row["labels"][:8])  # a chat example, not text
+        log("one training example (learned tokens in [[ ]]):\n" + show_loss_mask(example, tokenizer))
 
     if overwrite and out.exists():
         shutil.rmtree(out)  # only now: bad input above must never cost the user an old run
-    trainer, precision = build_trainer(recipe, model, tokenizer, blocks, out)
+    trainer, precision = build_trainer(recipe, model, tokenizer, blocks, out, labels)
     result = trainer.train(resume_from_checkpoint=last_trainer_checkpoint(out) if resume else None)
     final_eval = trainer.evaluate()
-    metrics = summarize(trainer.state.log_history, result.metrics, final_eval, stats, precision,
+    metrics = summarize(recipe, trainer.state.log_history, result.metrics, final_eval, stats, precision,
                         time.time() - started)
     save_checkpoint(out, trainer.model, tokenizer, to_dict(recipe), metrics, trainer.state.log_history)
-    log(f"saved checkpoint to {out}: eval perplexity {metrics['eval_perplexity_start']:.2f} -> "
-        f"{metrics['eval_perplexity']:.2f}, {metrics['tokens_per_second']:.0f} tokens/s, "
-        f"{metrics['wall_time_seconds']:.1f}s")
+    log(f"saved checkpoint to {out}: " + headline(metrics))
     return metrics
 
 
-def setup_model(recipe: Recipe, loaded, log):
+def setup_model(recipe: Recipe, loaded, labels: list[str] | None, log):
     """(tokenizer, model), pretrained or from scratch, with LoRA adapters when asked."""
     from hftoolkit.models.load import add_lora, build_from_scratch, load_pretrained
 
+    head = head_config(recipe, labels)
     if recipe.model.from_scratch:
         column = recipe.data.text_column
 
         def texts():
             return (row[column] for row in loaded.train if isinstance(row[column], str))
 
-        tokenizer, model = build_from_scratch(recipe, texts, loaded.content_hash, log)
+        tokenizer, model = build_from_scratch(recipe, texts, loaded.content_hash, log, head)
     else:
-        tokenizer, model = load_pretrained(recipe, log)
+        tokenizer, model = load_pretrained(recipe, log, head)
     if recipe.training.lora.enabled:
         model = add_lora(model, recipe)
         trainable, total = model.get_nb_trainable_parameters()
@@ -69,23 +74,38 @@ def setup_model(recipe: Recipe, loaded, log):
     return tokenizer, model
 
 
-def build_trainer(recipe: Recipe, model, tokenizer, blocks, out: Path):
-    from transformers import DataCollatorForSeq2Seq, EarlyStoppingCallback, default_data_collator
+def head_config(recipe: Recipe, labels: list[str] | None) -> dict:
+    """Config fields for a classification head: label maps saved in config.json, problem type."""
+    if recipe.model.task != "classification":
+        return {}
+    if recipe.model.problem_type == "regression":
+        return {"num_labels": 1, "problem_type": "regression"}
+    return {"num_labels": len(labels), "id2label": dict(enumerate(labels)),
+            "label2id": {name: i for i, name in enumerate(labels)}, "problem_type": recipe.model.problem_type}
+
+
+def build_trainer(recipe: Recipe, model, tokenizer, blocks, out: Path, labels: list[str] | None = None):
+    from transformers import EarlyStoppingCallback
 
     from hftoolkit.train.arguments import resolve_precision, training_arguments
+    from hftoolkit.train.heads import collator_for, compute_metrics_for
     from hftoolkit.train.trainer import PerplexityTrainer
 
     precision = resolve_precision(recipe.training.precision)
-    args = training_arguments(recipe.training, out, precision)
-    # text blocks are already fixed-length; qa/chat examples vary and are padded per batch
-    collator = default_data_collator if recipe.data.format == "text" else DataCollatorForSeq2Seq(
-        tokenizer, padding=True, label_pad_token_id=-100)
+    metrics = compute_metrics_for(recipe, labels)
+    variable = recipe.model.task == "classification" or recipe.data.format != "text"
+    args = training_arguments(recipe.training, out, precision, variable_length=variable,
+                              batch_metrics=metrics is not None)
     callbacks = [tensorboard_callback(out / "logs")]
     if recipe.training.early_stopping_patience is not None:
         callbacks.append(EarlyStoppingCallback(early_stopping_patience=recipe.training.early_stopping_patience))
+    weights = None
+    if recipe.training.class_weights and recipe.model.problem_type == "single_label_classification":
+        weights = inverse_frequency_weights(blocks["train"]["labels"], len(labels))
     trainer = PerplexityTrainer(model=model, args=args, train_dataset=blocks["train"],
-                                eval_dataset=blocks["validation"], data_collator=collator,
-                                processing_class=tokenizer, callbacks=callbacks)
+                                eval_dataset=blocks["validation"], data_collator=collator_for(recipe, tokenizer),
+                                processing_class=tokenizer, callbacks=callbacks, compute_metrics=metrics,
+                                class_weights=weights, log_perplexity=recipe.model.task != "classification")
     return trainer, precision
 
 
@@ -96,18 +116,22 @@ def tensorboard_callback(log_dir: Path):
     return TensorBoardCallback(tb_writer=SummaryWriter(log_dir=str(log_dir)))
 
 
-def summarize(history: list[dict], train_metrics: dict, final_eval: dict, stats: dict, precision: str,
-              wall: float) -> dict:
+def summarize(recipe: Recipe, history: list[dict], train_metrics: dict, final_eval: dict, stats: dict,
+              precision: str, wall: float) -> dict:
     evals = [h for h in history if "eval_loss" in h]
     tokens = int(train_metrics.get("num_input_tokens_seen", 0) or
                  max((h.get("num_input_tokens_seen", 0) for h in history), default=0))
     runtime = train_metrics.get("train_runtime", wall)
-    return {
-        "train_loss": train_metrics.get("train_loss"),
-        "eval_loss_start": evals[0]["eval_loss"],
-        "eval_perplexity_start": _perplexity(evals[0]["eval_loss"]),
-        "eval_loss": final_eval["eval_loss"],
-        "eval_perplexity": _perplexity(final_eval["eval_loss"]),
+    summary = {"train_loss": train_metrics.get("train_loss"), "eval_loss_start": evals[0]["eval_loss"]}
+    if recipe.model.task == "classification":
+        summary.update({f"{k}_start": v for k, v in evals[0].items()
+                        if k in ("eval_accuracy", "eval_f1_macro", "eval_mse", "eval_mae")})
+        summary.update({k: v for k, v in final_eval.items() if k.startswith("eval_") and "runtime" not in k
+                        and "per_second" not in k})
+    else:
+        summary.update({"eval_perplexity_start": perplexity(evals[0]["eval_loss"]),
+                        "eval_loss": final_eval["eval_loss"], "eval_perplexity": perplexity(final_eval["eval_loss"])})
+    summary.update({
         "train_steps": max((h.get("step", 0) for h in history), default=0),
         "tokens_seen": tokens,
         "tokens_per_second": tokens / runtime if runtime else 0.0,
@@ -115,6 +139,16 @@ def summarize(history: list[dict], train_metrics: dict, final_eval: dict, stats:
         "wall_time_seconds": round(wall, 2),
         "precision": precision,
         "preprocessing": stats,
-    }
+    })
+    return summary
 
 
+def headline(metrics: dict) -> str:
+    if "eval_perplexity" in metrics:
+        quality = f"eval perplexity {metrics['eval_perplexity_start']:.2f} -> {metrics['eval_perplexity']:.2f}"
+    elif "eval_f1_macro" in metrics:
+        quality = (f"eval accuracy {metrics['eval_accuracy']:.4f}, macro-F1 {metrics['eval_f1_macro']:.4f} "
+                   f"(at start {metrics.get('eval_f1_macro_start', float('nan')):.4f})")
+    else:
+        quality = f"eval loss {metrics['eval_loss_start']:.4f} -> {metrics['eval_loss']:.4f}"
+    return f"{quality}, {metrics['tokens_per_second']:.0f} tokens/s, {metrics['wall_time_seconds']:.1f}s"

@@ -1,0 +1,127 @@
+"""The generation API for notebooks and services: a checkpoint plus a response cache.
+
+    gen = TextGenerator("runs/cars_qa")                  # embedded disk cache by default
+    gen.ask("How often is brake fluid replaced?")        # chat template applied
+    gen.generate(["Brake pads", "Tyres"], chat=False)    # batch of raw prompts
+    for piece in gen.stream("What is ABS?"): ...         # tokens as they come
+
+The tokenizer loads at once (prompts must be rendered to build cache keys); the
+weights load only when something is not in the cache.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from typing import Iterator
+
+from hftoolkit.generate.cache import ResponseCache, model_fingerprint, open_backend, request_key
+from hftoolkit.generate.engine import Completion, GenerationSettings, Generator, check_checkpoint, cut_at_stop
+
+
+class _TokenizerOnly:
+    """Renders prompts with the checkpoint's tokenizer before any weights are loaded."""
+
+    def __init__(self, path: str):
+        from transformers import AutoTokenizer
+
+        from hftoolkit.errors import UserError
+
+        try:
+            self.tokenizer = AutoTokenizer.from_pretrained(path)
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            raise UserError(f"checkpoint '{path}' has no usable tokenizer ({type(exc).__name__}: "
+                            f"{str(exc).splitlines()[0][:140] if str(exc) else ''}); is it complete?") from None
+        self.path = path
+
+    render = Generator.render
+
+
+class TextGenerator:
+    def __init__(self, checkpoint: str, cache: str | None = "disk", cache_ttl: int | None = None,
+                 system: str | None = None, log=print):
+        check_checkpoint(checkpoint)
+        self.checkpoint, self.system, self.log = checkpoint, system, log
+        self.cache = ResponseCache(open_backend(cache, cache_ttl), warn=log)
+        self.model_hash = model_fingerprint(checkpoint) if cache not in (None, "off", "none") else ""
+        self._renderer = _TokenizerOnly(checkpoint)
+        self._generator: Generator | None = None
+
+    @property
+    def generator(self) -> Generator:
+        """The loaded model, on first need."""
+        if self._generator is None:
+            self._generator = Generator.load(self.checkpoint)
+        return self._generator
+
+    @property
+    def weights_loaded(self) -> bool:
+        return self._generator is not None
+
+    def render(self, prompt, chat: bool) -> str:
+        return self._renderer.render(prompt, chat, self.system)
+
+    def generate(self, prompts: list, chat: bool = False, settings: GenerationSettings | None = None,
+                 batch_size: int = 8) -> list[Completion]:
+        """Completions in prompt order; cached ones are returned without running the model."""
+        settings = settings or GenerationSettings()
+        texts = [self.render(p, chat) for p in prompts]
+        cacheable = not settings.sampling or settings.seed is not None
+        keys = [request_key(self.model_hash, t, settings.as_dict()) for t in texts]
+        results: list[Completion | None] = [None] * len(texts)
+        if cacheable:
+            for i, key in enumerate(keys):
+                started = time.perf_counter()
+                hit = self.cache.get(key)
+                if hit is not None:
+                    results[i] = Completion(texts[i], hit["completion"], hit["tokens"],
+                                            round(time.perf_counter() - started, 6), cached=True)
+        missing = [i for i, r in enumerate(results) if r is None]
+        if missing:
+            fresh = self.generator.generate([texts[i] for i in missing], settings, batch_size, log=self.log)
+            for i, done in zip(missing, fresh):
+                results[i] = done
+                if cacheable:
+                    self.cache.set(keys[i], {"completion": done.completion, "tokens": done.tokens})
+        return results
+
+    def ask(self, question: str, **settings) -> str:
+        """One chat turn, returning just the answer text."""
+        return self.generate([question], chat=True, settings=GenerationSettings(**settings))[0].completion
+
+    def stream(self, prompt, chat: bool = True, settings: GenerationSettings | None = None) -> Iterator[str]:
+        """Yield text pieces as the model produces them (not cached)."""
+        import torch
+        from transformers import TextIteratorStreamer
+
+        settings = settings or GenerationSettings()
+        gen = self.generator
+        text = self.render(prompt, chat)
+        inputs = gen._encode([text], settings.max_new_tokens, self.log)
+        streamer = TextIteratorStreamer(gen.tokenizer, skip_prompt=True, skip_special_tokens=True)
+        if settings.seed is not None:
+            torch.manual_seed(settings.seed)
+        errors: list[BaseException] = []
+
+        def run():
+            try:
+                with torch.inference_mode():
+                    gen.model.generate(**inputs, streamer=streamer, **gen._generate_kwargs(settings))
+            except BaseException as exc:  # surfaced in the caller's thread below
+                errors.append(exc)
+                streamer.end()
+
+        worker = threading.Thread(target=run, daemon=True)
+        worker.start()
+        produced = ""
+        for piece in streamer:
+            if settings.stop:
+                cut = cut_at_stop(produced + piece, settings.stop)
+                if len(cut) < len(produced + piece):
+                    yield cut[len(produced):]
+                    break
+            produced += piece
+            yield piece
+        worker.join()
+        if errors:
+            raise errors[0]

@@ -1,0 +1,79 @@
+"""Predict pipelines for encoder checkpoints: text classification and mask filling, batched."""
+
+from __future__ import annotations
+
+from hftoolkit.errors import UserError
+from hftoolkit.generate.engine import check_checkpoint
+
+
+def _load(path: str, auto_class: str):
+    import transformers
+
+    check_checkpoint(path)
+    try:
+        tokenizer = transformers.AutoTokenizer.from_pretrained(path)
+        model = getattr(transformers, auto_class).from_pretrained(path)
+    except (OSError, ValueError, RuntimeError, KeyError) as exc:
+        raise UserError(f"checkpoint '{path}' could not be loaded as {auto_class} ({type(exc).__name__}: "
+                        f"{str(exc).splitlines()[0][:140] if str(exc) else ''})") from None
+    return tokenizer, model.eval()
+
+
+class Classifier:
+    """Labels with scores for texts: softmax (single-label), sigmoid (multi-label) or the value (regression)."""
+
+    def __init__(self, path: str):
+        self.tokenizer, self.model = _load(path, "AutoModelForSequenceClassification")
+        self.problem_type = self.model.config.problem_type or (
+            "regression" if self.model.config.num_labels == 1 else "single_label_classification")
+
+    def predict(self, texts: list[str], top_k: int = 1, batch_size: int = 32) -> list[list[dict]]:
+        import torch
+
+        if not texts or any(not t.strip() for t in texts):
+            raise UserError("empty text: give one or more non-empty texts to classify")
+        results = []
+        id2label = self.model.config.id2label
+        for start in range(0, len(texts), batch_size):
+            batch = self.tokenizer(texts[start:start + batch_size], padding=True, truncation=True,
+                                   return_tensors="pt")
+            with torch.inference_mode():
+                logits = self.model(**batch).logits.float()
+            if self.problem_type == "regression":
+                results += [[{"label": "value", "score": float(v)}] for v in logits[:, 0]]
+                continue
+            scores = torch.sigmoid(logits) if self.problem_type == "multi_label_classification" \
+                else logits.softmax(-1)
+            for row in scores:
+                top = row.topk(min(top_k, row.numel()))
+                results.append([{"label": id2label[int(i)], "score": float(s)}
+                                for s, i in zip(top.values, top.indices)])
+        return results
+
+
+class MaskFiller:
+    """Most likely tokens for the mask token in each text."""
+
+    def __init__(self, path: str):
+        self.tokenizer, self.model = _load(path, "AutoModelForMaskedLM")
+
+    def fill(self, texts: list[str], top_k: int = 5, batch_size: int = 32) -> list[list[dict]]:
+        import torch
+
+        mask = self.tokenizer.mask_token
+        for text in texts:
+            if mask not in text:
+                raise UserError(f"'{text}' has no mask token; write {mask} where a word is missing")
+        results = []
+        for start in range(0, len(texts), batch_size):
+            chunk = texts[start:start + batch_size]
+            batch = self.tokenizer(chunk, padding=True, truncation=True, return_tensors="pt")
+            with torch.inference_mode():
+                logits = self.model(**batch).logits.float()
+            for row, text in enumerate(chunk):
+                position = (batch["input_ids"][row] == self.tokenizer.mask_token_id).nonzero()[0, 0]
+                top = logits[row, position].softmax(-1).topk(top_k)
+                results.append([{"token": self.tokenizer.decode([int(i)]).strip(), "score": float(s),
+                                 "sequence": text.replace(mask, self.tokenizer.decode([int(i)]).strip(), 1)}
+                                for s, i in zip(top.values, top.indices)])
+        return results

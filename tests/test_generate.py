@@ -1,0 +1,80 @@
+"""Generation from a saved checkpoint: batching, streaming, stop strings, long and empty prompts."""
+
+import pytest
+
+from conftest import run_cli, tiny_recipe
+from hftoolkit.errors import UserError
+from hftoolkit.generate.api import TextGenerator
+from hftoolkit.generate.engine import GenerationSettings
+
+PROMPTS = ["The", "Brake fluid absorbs water from the air, so", "Tyres", "A timing belt",
+           "When the engine overheats the driver should", "Oil", "The alternator charges the battery while",
+           "Coolant", "Disc brakes use a caliper", "The clutch", "Electric cars", "ABS stops the wheels from",
+           "Spark plugs wear as the electrodes erode and", "A turbocharger", "Fuses protect", "Winter tyres"]
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("gen")
+    out = tmp / "run"
+    done = run_cli("train", tiny_recipe(tmp, training={"max_steps": 20}), "--output-dir", out)
+    assert done.returncode == 0, done.stderr[-2000:]
+    return str(out)
+
+
+def test_batched_greedy_equals_single(checkpoint):
+    gen = TextGenerator(checkpoint, cache="off")
+    settings = GenerationSettings(max_new_tokens=12)
+    batched = [c.completion for c in gen.generate(PROMPTS, settings=settings, batch_size=16)]
+    single = [gen.generate([p], settings=settings)[0].completion for p in PROMPTS]
+    assert len(set(len(p) for p in PROMPTS)) > 8  # really different lengths, so left padding matters
+    assert batched == single
+    assert all(c.strip() for c in batched)
+
+
+def test_stream_matches_generate_and_stop_strings(checkpoint):
+    gen = TextGenerator(checkpoint, cache="off")
+    settings = GenerationSettings(max_new_tokens=16)
+    whole = gen.generate(["Brake pads"], settings=settings)[0].completion
+    assert "".join(gen.stream("Brake pads", chat=False, settings=settings)) == whole
+    stop_word = whole.split()[2]  # a word the model certainly produces
+    stopped = gen.generate(["Brake pads"], settings=GenerationSettings(max_new_tokens=16, stop=[stop_word]))[0]
+    assert stop_word not in stopped.completion and whole.startswith(stopped.completion)
+    streamed = "".join(gen.stream("Brake pads", chat=False, settings=GenerationSettings(max_new_tokens=16,
+                                                                                         stop=[stop_word])))
+    assert streamed == stopped.completion
+
+
+def test_long_prompt_truncated_with_warning_and_empty_prompt_rejected(checkpoint):
+    warnings = []
+    gen = TextGenerator(checkpoint, cache="off", log=warnings.append)
+    long_prompt = "the brake pads wear down " * 400  # far beyond the 64-token context
+    done = gen.generate([long_prompt], settings=GenerationSettings(max_new_tokens=8))[0]
+    assert done.tokens > 0 and any("truncated from the left" in w for w in warnings)
+    with pytest.raises(UserError, match="empty prompt"):
+        gen.generate(["   "])
+
+
+def test_sampling_with_seed_is_reproducible(checkpoint):
+    gen = TextGenerator(checkpoint, cache="off")
+    settings = GenerationSettings(max_new_tokens=12, temperature=1.0, seed=3)
+    assert gen.generate(["Oil"], settings=settings)[0].completion == \
+        gen.generate(["Oil"], settings=settings)[0].completion
+
+
+def test_cli_generate_json_and_bad_checkpoint(checkpoint, tmp_path):
+    done = run_cli("generate", checkpoint, "Brake pads", "Tyres", "--json", "--cache", "off",
+                   "--max-new-tokens", "6")
+    assert done.returncode == 0, done.stderr[-2000:]
+    import json
+    rows = [json.loads(line) for line in done.stdout.splitlines()]
+    assert [r["prompt"] for r in rows] == ["Brake pads", "Tyres"]
+    assert all(set(r) == {"prompt", "completion", "tokens", "seconds", "cached"} for r in rows)
+    broken = tmp_path / "broken"
+    broken.mkdir()
+    (broken / "config.json").write_text("{}")
+    bad = run_cli("generate", broken, "hi")
+    assert bad.returncode == 2 and "no weights" in bad.stderr
+    (broken / "model.safetensors").write_bytes(b"not really weights")
+    corrupt = run_cli("generate", broken, "hi", "--cache", "off")
+    assert corrupt.returncode == 2 and "could not be loaded" in corrupt.stderr, corrupt.stderr[-1500:]

@@ -1,0 +1,137 @@
+"""Response cache against the real backends: diskcache on disk and a real redis-server."""
+
+import json
+import shutil
+import socket
+import subprocess
+import time
+
+import pytest
+
+from conftest import run_cli, tiny_recipe
+from hftoolkit.generate.api import TextGenerator
+from hftoolkit.generate.engine import GenerationSettings
+
+SETTINGS = GenerationSettings(max_new_tokens=24)
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+class RedisServer:
+    """A throwaway redis-server on a free loopback port."""
+
+    def __init__(self, tmp_path):
+        binary = shutil.which("redis-server")
+        assert binary, "redis-server is not installed (.ci/run installs it)"
+        self.port = free_port()
+        self.proc = subprocess.Popen([binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
+                                      "--appendonly", "no", "--dir", str(tmp_path)],
+                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        self.url = f"redis://127.0.0.1:{self.port}/0"
+        import redis
+        client = redis.Redis(port=self.port)
+        for _ in range(100):
+            try:
+                client.ping()
+                return
+            except redis.ConnectionError:
+                time.sleep(0.05)
+        raise RuntimeError("redis-server did not start")
+
+    def stop(self):
+        self.proc.kill()
+        self.proc.wait()
+
+
+@pytest.fixture
+def redis_server(tmp_path):
+    server = RedisServer(tmp_path)
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("cache")
+    out = tmp / "run"
+    done = run_cli("train", tiny_recipe(tmp, training={"max_steps": 10}), "--output-dir", out)
+    assert done.returncode == 0, done.stderr[-2000:]
+    return out
+
+
+def test_disk_hit_skips_weights_and_is_100x_faster(checkpoint, tmp_path):
+    folder = str(tmp_path / "responses")
+    first = TextGenerator(str(checkpoint), cache=folder)
+    miss = first.generate(["The brake pads"], settings=SETTINGS)[0]
+    assert not miss.cached and first.weights_loaded
+    second = TextGenerator(str(checkpoint), cache=folder)  # a new process would look the same
+    hit = second.generate(["The brake pads"], settings=SETTINGS)[0]
+    assert hit.cached and hit.completion == miss.completion and not second.weights_loaded
+    fresh = TextGenerator(str(checkpoint), cache="off")
+    fresh.generator  # load weights outside the timing
+    started = time.perf_counter()
+    fresh.generate(["Disc brakes"], settings=SETTINGS)
+    generation = time.perf_counter() - started
+    second.generate(["Disc brakes"], settings=SETTINGS)  # fill
+    started = time.perf_counter()
+    assert second.generate(["Disc brakes"], settings=SETTINGS)[0].cached
+    assert generation / (time.perf_counter() - started) >= 100
+
+
+def test_only_reproducible_requests_are_cached(checkpoint):
+    gen = TextGenerator(str(checkpoint), cache="memory")
+    unseeded = GenerationSettings(max_new_tokens=8, temperature=1.0)
+    gen.generate(["Oil"], settings=unseeded)
+    assert not gen.generate(["Oil"], settings=unseeded)[0].cached
+    seeded = GenerationSettings(max_new_tokens=8, temperature=1.0, seed=1)
+    gen.generate(["Oil"], settings=seeded)
+    assert gen.generate(["Oil"], settings=seeded)[0].cached
+    # every parameter is part of the key
+    assert not gen.generate(["Oil"], settings=GenerationSettings(max_new_tokens=9, temperature=1.0, seed=1))[0].cached
+
+
+def test_retrained_checkpoint_never_gets_old_answers(tmp_path):
+    recipe = tiny_recipe(tmp_path, training={"max_steps": 3})
+    out = tmp_path / "run"
+    assert run_cli("train", recipe, "--output-dir", out).returncode == 0
+    folder = str(tmp_path / "responses")
+    TextGenerator(str(out), cache=folder).generate(["Tyres"], settings=SETTINGS)
+    assert TextGenerator(str(out), cache=folder).generate(["Tyres"], settings=SETTINGS)[0].cached
+    assert run_cli("train", recipe, "--output-dir", out, "--overwrite", "training.seed=5").returncode == 0
+    assert not TextGenerator(str(out), cache=folder).generate(["Tyres"], settings=SETTINGS)[0].cached
+
+
+def test_redis_shared_between_processes_with_ttl(checkpoint, redis_server):
+    args = ["generate", checkpoint, "Brake fluid", "--json", "--cache", redis_server.url, "--max-new-tokens", "8"]
+    first = run_cli(*args)
+    second = run_cli(*args)  # another process
+    assert first.returncode == 0 and second.returncode == 0, first.stderr[-1500:] + second.stderr[-1500:]
+    one, two = json.loads(first.stdout), json.loads(second.stdout)
+    assert not one["cached"] and two["cached"] and one["completion"] == two["completion"]
+    stats = run_cli("cache", "stats", "--cache", redis_server.url)
+    assert json.loads(stats.stdout)["entries"] == 1
+
+    short = TextGenerator(str(checkpoint), cache=redis_server.url, cache_ttl=1)
+    short.generate(["Coolant"], settings=SETTINGS)
+    assert short.generate(["Coolant"], settings=SETTINGS)[0].cached
+    time.sleep(1.6)
+    assert not short.generate(["Coolant"], settings=SETTINGS)[0].cached
+    assert "removed" in run_cli("cache", "clear", "--cache", redis_server.url).stdout
+
+
+def test_redis_killed_mid_run_warns_once_and_keeps_generating(checkpoint, redis_server):
+    warnings = []
+    gen = TextGenerator(str(checkpoint), cache=redis_server.url, log=warnings.append)
+    gen.generate(["Fuses"], settings=SETTINGS)
+    redis_server.stop()
+    results = gen.generate(["Fuses", "Clutch", "Winter tyres"], settings=SETTINGS)
+    assert all(r.completion for r in results) and not any(r.cached for r in results)
+    assert len([w for w in warnings if "cache unavailable" in w]) == 1
+
+    done = run_cli("generate", checkpoint, "Fuses", "--cache", redis_server.url, "--json", "--max-new-tokens", "4")
+    assert done.returncode == 0 and json.loads(done.stdout)["completion"]
+    assert done.stderr.count("cache unavailable") == 1

@@ -1,8 +1,10 @@
 """Generation from a saved checkpoint: batching, streaming, stop strings, long and empty prompts."""
 
+import shutil
+
 import pytest
 
-from conftest import run_cli, tiny_recipe
+from conftest import run_cli
 from hftoolkit.errors import UserError
 from hftoolkit.generate.api import TextGenerator
 from hftoolkit.generate.engine import GenerationSettings
@@ -17,7 +19,9 @@ PROMPTS = ["The", "Brake fluid absorbs water from the air, so", "Tyres", "A timi
 def checkpoint(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("gen")
     out = tmp / "run"
-    done = run_cli("train", tiny_recipe(tmp, training={"max_steps": 20}), "--output-dir", out)
+    # the bundled from-scratch recipe, shortened: enough to produce words, not just bytes
+    done = run_cli("train", "gpt_from_scratch", "--output-dir", out, "training.epochs=8",
+                   "training.early_stopping_patience=null", "preprocess.block_size=64")
     assert done.returncode == 0, done.stderr[-2000:]
     return str(out)
 
@@ -25,22 +29,24 @@ def checkpoint(tmp_path_factory):
 def test_batched_greedy_equals_single(checkpoint):
     gen = TextGenerator(checkpoint, cache="off")
     settings = GenerationSettings(max_new_tokens=12)
-    batched = [c.completion for c in gen.generate(PROMPTS, settings=settings, batch_size=16)]
-    single = [gen.generate([p], settings=settings)[0].completion for p in PROMPTS]
+    batched = gen.generate(PROMPTS, settings=settings, batch_size=16)
+    single = [gen.generate([p], settings=settings)[0] for p in PROMPTS]
     assert len(set(len(p) for p in PROMPTS)) > 8  # really different lengths, so left padding matters
-    assert batched == single
-    assert all(c.strip() for c in batched)
+    assert [c.completion for c in batched] == [c.completion for c in single]
+    assert [c.tokens for c in batched] == [c.tokens for c in single]
+    assert sum(len(c.completion) for c in batched) > 16 * 8  # real text came out, not empty strings
 
 
 def test_stream_matches_generate_and_stop_strings(checkpoint):
     gen = TextGenerator(checkpoint, cache="off")
     settings = GenerationSettings(max_new_tokens=16)
-    whole = gen.generate(["Brake pads"], settings=settings)[0].completion
-    assert "".join(gen.stream("Brake pads", chat=False, settings=settings)) == whole
+    whole = gen.generate(["The brake fluid"], settings=settings)[0].completion
+    assert "".join(gen.stream("The brake fluid", chat=False, settings=settings)) == whole
+    assert len(whole.split()) >= 3, whole
     stop_word = whole.split()[2]  # a word the model certainly produces
-    stopped = gen.generate(["Brake pads"], settings=GenerationSettings(max_new_tokens=16, stop=[stop_word]))[0]
+    stopped = gen.generate(["The brake fluid"], settings=GenerationSettings(max_new_tokens=16, stop=[stop_word]))[0]
     assert stop_word not in stopped.completion and whole.startswith(stopped.completion)
-    streamed = "".join(gen.stream("Brake pads", chat=False, settings=GenerationSettings(max_new_tokens=16,
+    streamed = "".join(gen.stream("The brake fluid", chat=False, settings=GenerationSettings(max_new_tokens=16,
                                                                                          stop=[stop_word])))
     assert streamed == stopped.completion
 
@@ -76,5 +82,12 @@ def test_cli_generate_json_and_bad_checkpoint(checkpoint, tmp_path):
     bad = run_cli("generate", broken, "hi")
     assert bad.returncode == 2 and "no weights" in bad.stderr
     (broken / "model.safetensors").write_bytes(b"not really weights")
-    corrupt = run_cli("generate", broken, "hi", "--cache", "off")
-    assert corrupt.returncode == 2 and "could not be loaded" in corrupt.stderr, corrupt.stderr[-1500:]
+    no_tokenizer = run_cli("generate", broken, "hi", "--cache", "off")
+    assert no_tokenizer.returncode == 2 and "no usable tokenizer" in no_tokenizer.stderr
+    corrupt = tmp_path / "corrupt"
+    shutil.copytree(checkpoint, corrupt, ignore=shutil.ignore_patterns("checkpoints", "logs"))
+    weights = corrupt / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:5000])  # a download or copy cut short
+    done = run_cli("generate", corrupt, "hi", "--cache", "off")
+    assert done.returncode == 2 and "could not be loaded" in done.stderr, done.stderr[-1500:]
+    assert len(done.stderr.strip().splitlines()) == 1

@@ -62,7 +62,7 @@ class Generator:
         try:
             tokenizer = AutoTokenizer.from_pretrained(path)
             model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32 if dtype == "auto" else dtype)
-        except (OSError, ValueError, RuntimeError) as exc:
+        except Exception as exc:  # safetensors, json and torch each raise their own types for a bad file
             raise UserError(f"checkpoint '{path}' could not be loaded ({type(exc).__name__}: "
                             f"{str(exc).splitlines()[0][:160]}); is it complete? re-save or re-train it") from None
         model.eval()

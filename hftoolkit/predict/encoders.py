@@ -13,7 +13,7 @@ def _load(path: str, auto_class: str):
     try:
         tokenizer = transformers.AutoTokenizer.from_pretrained(path)
         model = getattr(transformers, auto_class).from_pretrained(path)
-    except (OSError, ValueError, RuntimeError, KeyError) as exc:
+    except Exception as exc:  # safetensors, json and torch each raise their own types for a bad file
         raise UserError(f"checkpoint '{path}' could not be loaded as {auto_class} ({type(exc).__name__}: "
                         f"{str(exc).splitlines()[0][:140] if str(exc) else ''})") from None
     return tokenizer, model.eval()

@@ -144,11 +144,12 @@ def summarize(recipe: Recipe, history: list[dict], train_metrics: dict, final_ev
 
 
 def headline(metrics: dict) -> str:
-    if "eval_perplexity" in metrics:
-        quality = f"eval perplexity {metrics['eval_perplexity_start']:.2f} -> {metrics['eval_perplexity']:.2f}"
-    elif "eval_f1_macro" in metrics:
-        quality = (f"eval accuracy {metrics['eval_accuracy']:.4f}, macro-F1 {metrics['eval_f1_macro']:.4f} "
-                   f"(at start {metrics.get('eval_f1_macro_start', float('nan')):.4f})")
-    else:
-        quality = f"eval loss {metrics['eval_loss_start']:.4f} -> {metrics['eval_loss']:.4f}"
-    return f"{quality}, {metrics['tokens_per_second']:.0f} tokens/s, {metrics['wall_time_seconds']:.1f}s"
+    """One line with the numbers that judge this kind of run, start -> end."""
+    parts = []
+    for key in ("eval_perplexity", "eval_accuracy", "eval_f1_macro", "eval_mse"):
+        if key in metrics:
+            start = metrics.get(f"{key}_start")
+            parts.append(f"{key[5:]} {start:.4f} -> {metrics[key]:.4f}" if start is not None
+                         else f"{key[5:]} {metrics[key]:.4f}")
+    parts.append(f"eval loss {metrics['eval_loss_start']:.4f} -> {metrics['eval_loss']:.4f}")
+    return ", ".join(parts) + f", {metrics['tokens_per_second']:.0f} tokens/s, {metrics['wall_time_seconds']:.1f}s"

@@ -8,8 +8,8 @@ from hftoolkit.train.metrics import perplexity
 class PerplexityTrainer(Trainer):
     """Logs eval perplexity (exp of the eval loss) beside the loss, in logs and TensorBoard.
 
-    With `class_weights`, single-label classification loss weights each class,
-    so rare classes are not drowned out by common ones.
+    With `class_weights`, the single-label classification training loss weights
+    each class, so rare classes are not drowned out by common ones.
     """
 
     def __init__(self, *args, class_weights=None, log_perplexity=True, **kwargs):
@@ -22,7 +22,7 @@ class PerplexityTrainer(Trainer):
         super().log(logs, *args, **kwargs)
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
-        if self.class_weights is None:
+        if self.class_weights is None or not model.training:  # eval loss stays the plain, comparable one
             return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
         import torch
 

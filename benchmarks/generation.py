@@ -90,7 +90,7 @@ def main() -> None:
         gen.generate([prompt], chat=True, settings=settings)
         fresh.append(time.perf_counter() - started)
     fresh_s = statistics.median(fresh)
-    latencies = [("fresh generation (32 new tokens)", fresh_s)]
+    latencies = [("fresh generation (greedy, up to 32 new tokens)", fresh_s)]
     with tempfile.TemporaryDirectory() as folder:
         latencies.append(("cache hit, embedded (diskcache)", hit_latency(
             TextGenerator(args.checkpoint, cache=folder, log=lambda m: None), prompts[0])))

@@ -1,7 +1,6 @@
 """Packing keeps the remainder, labels keep EOS even when pad == EOS, stats add up."""
 
 from datasets import Dataset
-from transformers import AutoTokenizer
 
 from hftoolkit.data.pack import IGNORE_INDEX, block_stats, pack_blocks, pack_dataset, tokenize_documents
 from hftoolkit.models.scratch import _byte_level_bpe

@@ -12,8 +12,7 @@ import tempfile
 from dataclasses import replace
 from pathlib import Path
 
-import yaml
-
+from hftoolkit.checkpoint.saved import saved_recipe_dict
 from hftoolkit.data.sources import load_split
 from hftoolkit.errors import UserError
 from hftoolkit.recipe.load import build
@@ -21,9 +20,7 @@ from hftoolkit.recipe.schema import Recipe
 
 
 def saved_recipe(checkpoint: str, task: str, problem_type: str | None) -> Recipe:
-    recipe_file = Path(checkpoint) / "recipe.yaml"
-    raw = yaml.safe_load(recipe_file.read_text()) if recipe_file.is_file() else {}
-    recipe = build(Recipe, raw, prefix="")
+    recipe = build(Recipe, saved_recipe_dict(checkpoint), prefix="")
     model = replace(recipe.model, task=task, problem_type=problem_type or recipe.model.problem_type)
     return replace(recipe, model=model)
 

@@ -2,20 +2,9 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
-import yaml
-
+from hftoolkit.checkpoint.saved import saved_system_prompt
 from hftoolkit.data.sources import load_split
 from hftoolkit.errors import UserError
-
-
-def saved_system_prompt(checkpoint: str) -> str | None:
-    """The system prompt a checkpoint was trained with (from its recipe.yaml), if any."""
-    recipe_file = Path(checkpoint) / "recipe.yaml"
-    if recipe_file.is_file():
-        return (yaml.safe_load(recipe_file.read_text()).get("data") or {}).get("system_prompt")
-    return None
 
 
 def evaluate_causal_lm(checkpoint: str, data: str, system: str | None = None, batch_size: int = 16,

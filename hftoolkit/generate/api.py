@@ -15,6 +15,7 @@ import threading
 import time
 from typing import Iterator
 
+from hftoolkit.checkpoint.saved import saved_system_prompt
 from hftoolkit.generate.cache import ResponseCache, model_fingerprint, open_backend, request_key
 from hftoolkit.generate.engine import Completion, GenerationSettings, Generator, check_checkpoint, cut_at_stop
 
@@ -41,7 +42,8 @@ class TextGenerator:
     def __init__(self, checkpoint: str, cache: str | None = "disk", cache_ttl: int | None = None,
                  system: str | None = None, log=print):
         check_checkpoint(checkpoint)
-        self.checkpoint, self.system, self.log = checkpoint, system, log
+        self.checkpoint, self.log = checkpoint, log
+        self.system = system if system is not None else saved_system_prompt(checkpoint)
         self.cache = ResponseCache(open_backend(cache, cache_ttl), warn=log)
         self.model_hash = model_fingerprint(checkpoint) if cache not in (None, "off", "none") else ""
         self._renderer = _TokenizerOnly(checkpoint)

@@ -127,7 +127,7 @@ def add_generation_options(parser) -> None:
     parser.add_argument("--repetition-penalty", type=float)
     parser.add_argument("--stop", action="append", help="stop string (repeatable)")
     parser.add_argument("--seed", type=int, help="seed for sampling; makes sampled answers cacheable")
-    parser.add_argument("--system", help="system message for chat mode")
+    parser.add_argument("--system", help="system message for chat mode (default: the one it was trained with)")
 
 
 def register(sub) -> None:

@@ -8,10 +8,9 @@ plain checkpoint, tokenizer and chat template included.
 
 from __future__ import annotations
 
-import shutil
-import tempfile
 from pathlib import Path
 
+from hftoolkit.checkpoint.new_folder import require_new, write_new_folder
 from hftoolkit.errors import UserError
 
 
@@ -23,8 +22,7 @@ def convert_gguf(gguf_path: str | Path, dest: str | Path, log=print) -> Path:
     source, dest = Path(gguf_path), Path(dest)
     if not source.is_file():
         raise UserError(f"GGUF file '{source}' does not exist")
-    if dest.exists() and any(dest.iterdir()):
-        raise UserError(f"destination '{dest}' exists and is not empty; choose a new folder")
+    require_new(dest)
     log(f"converting {source.name} (de-quantizing to float32)")
     try:
         loaded = AutoModelForCausalLM.from_pretrained(str(source.parent), gguf_file=source.name,
@@ -46,17 +44,12 @@ def convert_gguf(gguf_path: str | Path, dest: str | Path, log=print) -> Path:
     clean.tie_weights()
     clean.generation_config = loaded.generation_config
     _stop_at_end_of_turn(clean, tokenizer)
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=".convert-", dir=dest.parent))
-    try:
-        clean.save_pretrained(str(staging))
-        tokenizer.save_pretrained(str(staging))
-        if dest.exists():
-            dest.rmdir()
-        staging.rename(dest)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
-    return dest
+
+    def write(folder: Path) -> None:
+        clean.save_pretrained(str(folder))
+        tokenizer.save_pretrained(str(folder))
+
+    return write_new_folder(dest, write)
 
 
 def _stop_at_end_of_turn(model, tokenizer) -> None:

@@ -48,6 +48,7 @@ def load_pretrained(recipe: Recipe, log=print, head: dict | None = None):
     source = resolve_model_path(recipe.model.name, log)
     auto = getattr(transformers, AUTO_CLASSES[recipe.model.task])
     kwargs = dict(head or {})  # classification: num_labels, id2label, label2id, problem_type
+    transformers.set_seed(recipe.training.seed)  # new heads (classifier, LoRA) start the same every run
     try:
         tokenizer = AutoTokenizer.from_pretrained(source)
         model = auto.from_pretrained(source, **kwargs)

@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 import json
-import shutil
-import tempfile
 from pathlib import Path
 
+from hftoolkit.checkpoint.new_folder import require_new, write_new_folder
 from hftoolkit.errors import UserError
 
 
@@ -20,8 +19,7 @@ def merge_adapter(adapter_dir: str, dest: str) -> Path:
     if not config_file.is_file():
         raise UserError(f"'{adapter_dir}' has no adapter_config.json; give the adapter folder "
                         "(e.g. RUN/adapter from a LoRA recipe)")
-    if target.exists() and any(target.iterdir()):
-        raise UserError(f"destination '{dest}' exists and is not empty; choose a new folder")
+    require_new(target)
     base = json.loads(config_file.read_text()).get("base_model_name_or_path")
     try:
         model = AutoPeftModelForCausalLM.from_pretrained(str(source))
@@ -31,14 +29,9 @@ def merge_adapter(adapter_dir: str, dest: str) -> Path:
     tokenizer_source = next((str(p) for p in (source, source.parent) if (p / "tokenizer_config.json").is_file()),
                             base)
     tokenizer = AutoTokenizer.from_pretrained(tokenizer_source)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=".merge-", dir=target.parent))
-    try:
-        merged.save_pretrained(str(staging))
-        tokenizer.save_pretrained(str(staging))
-        if target.exists():
-            target.rmdir()
-        staging.rename(target)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
-    return target
+
+    def write(folder: Path) -> None:
+        merged.save_pretrained(str(folder))
+        tokenizer.save_pretrained(str(folder))
+
+    return write_new_folder(target, write)

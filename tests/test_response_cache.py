@@ -63,7 +63,8 @@ def checkpoint(tmp_path_factory):
     return out
 
 
-def test_disk_hit_skips_weights_and_is_100x_faster(checkpoint, tmp_path):
+def test_disk_hit_skips_loading_weights(checkpoint, tmp_path):
+    # how much faster a hit is, is measured in benchmarks/generation.py, not asserted here
     folder = str(tmp_path / "responses")
     first = TextGenerator(str(checkpoint), cache=folder)
     miss = first.generate(["The brake pads"], settings=SETTINGS)[0]
@@ -71,15 +72,10 @@ def test_disk_hit_skips_weights_and_is_100x_faster(checkpoint, tmp_path):
     second = TextGenerator(str(checkpoint), cache=folder)  # a new process would look the same
     hit = second.generate(["The brake pads"], settings=SETTINGS)[0]
     assert hit.cached and hit.completion == miss.completion and not second.weights_loaded
-    fresh = TextGenerator(str(checkpoint), cache="off")
-    fresh.generator  # load weights outside the timing
-    started = time.perf_counter()
-    fresh.generate(["Disc brakes"], settings=SETTINGS)
-    generation = time.perf_counter() - started
-    second.generate(["Disc brakes"], settings=SETTINGS)  # fill
-    started = time.perf_counter()
-    assert second.generate(["Disc brakes"], settings=SETTINGS)[0].cached
-    assert generation / (time.perf_counter() - started) >= 100
+    mixed = second.generate(["The brake pads", "Disc brakes"], settings=SETTINGS)  # one hit, one miss
+    assert [m.cached for m in mixed] == [True, False] and second.weights_loaded
+    alone = TextGenerator(str(checkpoint), cache="off").generate(["Disc brakes"], settings=SETTINGS)[0]
+    assert mixed[1].completion == alone.completion
 
 
 def test_only_reproducible_requests_are_cached(checkpoint):

@@ -10,10 +10,7 @@ BUNDLED_SCHEME = "bundled://"
 
 
 def bundled_recipes_dir() -> Path:
-    """`recipes/` beside the package in a source checkout, or the copy inside an installed wheel."""
-    for candidate in (PACKAGE_DIR.parent / "recipes", PACKAGE_DIR / "_recipes"):
-        if candidate.is_dir():
-            return candidate
+    """`recipes/` beside the package: hftoolkit is installed editable (`pip install -e .`) from its checkout."""
     return PACKAGE_DIR.parent / "recipes"
 
 

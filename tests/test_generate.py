@@ -91,3 +91,13 @@ def test_cli_generate_json_and_bad_checkpoint(checkpoint, tmp_path):
     done = run_cli("generate", corrupt, "hi", "--cache", "off")
     assert done.returncode == 2 and "could not be loaded" in done.stderr, done.stderr[-1500:]
     assert len(done.stderr.strip().splitlines()) == 1
+
+
+
+def test_chat_needs_a_chat_template(checkpoint):
+    import subprocess
+    import sys
+    from conftest import REPO
+    done = subprocess.run([sys.executable, "-m", "hftoolkit", "chat", checkpoint], input="Tyres\n/exit\n",
+                          text=True, capture_output=True, cwd=REPO, timeout=300)
+    assert done.returncode == 2 and "no chat template" in done.stderr

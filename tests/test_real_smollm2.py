@@ -115,3 +115,17 @@ assert reply["role"] == "assistant" and reply["content"].strip(), reply
 print("REPLY", reply["content"])
 """)
     assert plain.returncode == 0, plain.stderr[-2000:]
+
+
+def test_chat_keeps_the_conversation_and_resets(smollm2):
+    """`hftoolkit chat` fed from a pipe: the second turn sees the first; /reset forgets it; /exit stops."""
+    def replies(script: str) -> list[str]:
+        done = subprocess.run([sys.executable, "-m", "hftoolkit", "chat", str(smollm2), "--max-new-tokens", "24"],
+                              input=script, text=True, capture_output=True, timeout=300)
+        assert done.returncode == 0, done.stderr[-2000:]
+        return [line for line in done.stdout.splitlines() if line.strip()]
+
+    remembered = replies("My name is Zorbulon.\nWhat is my name?\n/exit\nThis line is never read.\n")
+    forgotten = replies("My name is Zorbulon.\n/reset\nWhat is my name?\n/exit\n")
+    assert len(remembered) == 2 and "zorbulon" in remembered[1].lower()
+    assert "(conversation cleared)" in forgotten and "zorbulon" not in forgotten[-1].lower()

@@ -71,6 +71,7 @@ def load_split(spec: str, field: str):
 def _load_from_hub(dataset_id: str, field: str):
     import datasets
 
+    datasets.utils.logging.set_verbosity_error()  # its retry warnings would bury our one-line error
     try:
         return datasets.load_dataset(dataset_id, split="train")
     except Exception as exc:  # offline, unknown id, gated: all mean the same to the user

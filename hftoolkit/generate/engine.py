@@ -128,17 +128,15 @@ class Generator:
         return count
 
     def _encode(self, texts: list[str], max_new_tokens: int, log):
-        """Tokenize with left padding; prompts too long for the context keep their last tokens."""
+        """Tokenize once and pad on the left; prompts too long for the context keep their last tokens."""
         limit = max(1, self.context_length - max_new_tokens)
-        self.tokenizer.truncation_side = "left"
-        encoded = self.tokenizer(texts, return_tensors="pt", padding=True, truncation=True, max_length=limit,
-                                 add_special_tokens=False)
-        lengths = [len(self.tokenizer(t, add_special_tokens=False)["input_ids"]) for t in texts]
-        for length in lengths:
-            if length > limit:
-                log(f"warning: prompt of {length} tokens truncated from the left to {limit} "
+        ids = self.tokenizer(texts, add_special_tokens=False)["input_ids"]
+        for i, row in enumerate(ids):
+            if len(row) > limit:
+                log(f"warning: prompt of {len(row)} tokens truncated from the left to {limit} "
                     f"(context {self.context_length} minus {max_new_tokens} new tokens)")
-        return encoded
+                ids[i] = row[-limit:]
+        return self.tokenizer.pad({"input_ids": ids}, padding=True, return_tensors="pt")
 
     def _generate_kwargs(self, settings: GenerationSettings) -> dict:
         kwargs = {"max_new_tokens": settings.max_new_tokens, "pad_token_id": self.tokenizer.pad_token_id}

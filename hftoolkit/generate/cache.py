@@ -33,7 +33,7 @@ def model_fingerprint(path: str) -> str:
         memo = json.loads(memo_file.read_text())
     except (OSError, ValueError):
         memo = {}
-    digest = hashlib.sha256()
+    digest, known = hashlib.sha256(), len(memo)
     files = sorted({p for pattern in MODEL_FILES for p in Path(path).glob(pattern) if p.is_file()})
     for file in files:
         info = file.stat()
@@ -41,9 +41,10 @@ def model_fingerprint(path: str) -> str:
         if stamp not in memo:
             memo[stamp] = _hash_file(file)
         digest.update(file.name.encode() + memo[stamp].encode())
-    tmp = memo_file.with_suffix(f".{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(memo))
-    tmp.replace(memo_file)
+    if len(memo) != known:  # write only when a file was hashed anew
+        tmp = memo_file.with_suffix(f".{os.getpid()}.tmp")
+        tmp.write_text(json.dumps(memo))
+        tmp.replace(memo_file)
     return digest.hexdigest()
 
 

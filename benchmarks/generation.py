@@ -25,7 +25,7 @@ from hftoolkit.generate.api import TextGenerator
 from hftoolkit.generate.engine import GenerationSettings
 
 QUESTIONS = [json.loads(line)["question"] for line in
-             (Path(__file__).resolve().parent.parent / "hftoolkit/corpora/cars/qa/test.jsonl").read_text().splitlines()]
+             (Path(__file__).resolve().parent.parent / "hftoolkit/corpora/cars/qa/validation.jsonl").read_text().splitlines()]
 
 
 def throughput(gen: TextGenerator, prompts: list[str], batch: int, new_tokens: int) -> float:

@@ -89,15 +89,39 @@ def cmd_merge(args) -> None:
     print(merge_adapter(args.adapter_dir, args.dest))
 
 
+def cmd_index_build(args) -> None:
+    from hftoolkit.retrieval.index import IndexSettings, build_index
+
+    settings = IndexSettings(embedder=args.embedder, chunk_tokens=args.chunk_tokens, overlap_tokens=args.overlap_tokens)
+    build_index(args.corpus, args.out, settings, log=lambda m: print(m, file=sys.stderr))
+
+
+def cmd_index_search(args) -> None:
+    import json
+
+    from hftoolkit.retrieval.index import Retriever
+
+    if args.top_k < 1:
+        raise UserError(f"--top-k: {args.top_k} must be at least 1")
+    for rank, hit in enumerate(Retriever(args.index, log=lambda m: print(m, file=sys.stderr))
+                               .search(args.question, args.top_k), 1):
+        if args.json:
+            print(json.dumps({**hit.source(), "rank": rank, "text": hit.text}))
+        else:
+            print(f"{rank}. {hit.score:.3f} {hit.file} [{hit.start}:{hit.end}]\n   {' '.join(hit.text.split())}")
+
+
 def cmd_eval(args) -> None:
     import json
 
     from hftoolkit.evaluation.encoder import evaluate_encoder, head_of
     from hftoolkit.evaluation.run import evaluate_causal_lm
+    from hftoolkit.generate.cli_commands import context_from
 
     head = head_of(args.checkpoint)
     if head == "causal_lm":
-        result = evaluate_causal_lm(args.checkpoint, args.data, system=args.system, batch_size=args.batch_size or 16)
+        result = evaluate_causal_lm(args.checkpoint, args.data, system=args.system, batch_size=args.batch_size or 16,
+                                    log=lambda m: print(m, file=sys.stderr), **context_from(args))
     else:
         result = evaluate_encoder(args.checkpoint, args.data, head, batch_size=args.batch_size)
         print(json.dumps(result, indent=2) if args.json else
@@ -107,10 +131,11 @@ def cmd_eval(args) -> None:
         print(json.dumps(result, indent=2))
         return
     if "accuracy" in result:
+        from hftoolkit.evaluation.qa_accuracy import summary_lines
+
         for row in result["answers"][:args.show]:
             print(f"{'OK ' if row['correct'] else 'MISS'} Q: {row['question']}\n     A: {row['answer']}")
-        print(f"answer accuracy: {result['correct']}/{result['total']} = {result['accuracy']:.3f} "
-              "(correct = the answer contains a key fact)")
+        print("\n".join(summary_lines(result)))
     else:
         print(f"perplexity: {result['perplexity']:.3f} (loss {result['loss']:.4f} over {result['tokens']} tokens)")
 
@@ -193,7 +218,25 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--system", help="system prompt for QA (default: the one the checkpoint trained with)")
     evaluate.add_argument("--batch-size", type=int, help="default: 16 for generation, the recipe's for encoders")
     evaluate.add_argument("--show", type=int, default=5, help="print this many answers")
+    from hftoolkit.generate.cli_commands import add_context_options
+
+    add_context_options(evaluate)
     evaluate.set_defaults(func=cmd_eval)
+
+    index = sub.add_parser("index", help="corpus index for retrieval").add_subparsers(dest="action", required=True)
+    build = index.add_parser("build", help="chunk and embed a corpus (incremental: unchanged files are kept)")
+    build.add_argument("corpus", help="folder, file or glob of .txt/.md files (bundled:// works)")
+    build.add_argument("--out", required=True, help="index folder (created, or updated in place)")
+    build.add_argument("--embedder", default="minilm-l6", help="sentence-embedding model: minilm-l6, a folder or hub id")
+    build.add_argument("--chunk-tokens", type=int, default=128, help="most embedder tokens per chunk")
+    build.add_argument("--overlap-tokens", type=int, default=32, help="tokens repeated between neighbouring chunks")
+    build.set_defaults(func=cmd_index_build)
+    search = index.add_parser("search", help="the chunks closest to a question")
+    search.add_argument("index")
+    search.add_argument("question")
+    search.add_argument("--top-k", type=int, default=3)
+    search.add_argument("--json", action="store_true", help="one JSON object per chunk, with its text")
+    search.set_defaults(func=cmd_index_search)
 
     from hftoolkit.generate.cli_commands import register as register_generation
 

@@ -1,7 +1,8 @@
-"""`hftoolkit quickstart`: the car demo end to end, base model vs fine-tuned, on held-out data.
+"""`hftoolkit quickstart`: the car demo end to end, on the honest held-out questions.
 
-pull SmolLM2 → measure the base model → train the `cars_qa` recipe → measure the
-fine-tuned model → print the comparison and some held-out answers.
+pull SmolLM2 → build the corpus index → measure the base model without and with
+retrieval → train the `cars_qa` recipe (retrieval-aware fine-tuning) → measure
+the fine-tuned model with retrieval → print the comparison and some answers.
 """
 
 from __future__ import annotations
@@ -10,47 +11,69 @@ import json
 import time
 from pathlib import Path
 
-HELD_OUT_QA = "bundled://corpora/cars/qa/test.jsonl"
-HELD_OUT_TEXT = "bundled://corpora/cars/text/heldout.txt"
+from hftoolkit.checkpoint.output_dir import FINISHED_MARKER
+from hftoolkit.errors import UserError
+
+HELD_OUT_QA = "bundled://corpora/cars/qa/heldout.jsonl"
+GROUPS = ("corpus_only", "paraphrase")
 
 
-def measure(checkpoint: str, system: str | None) -> dict:
-    """Held-out answer accuracy and held-out car-text perplexity of one checkpoint."""
+def measure(checkpoint: str, context: str | None, system: str | None = None) -> dict:
+    """Held-out answer accuracy of one checkpoint, overall and per group."""
     from hftoolkit.evaluation.run import evaluate_causal_lm
 
-    qa = evaluate_causal_lm(checkpoint, HELD_OUT_QA, system=system)
-    text = evaluate_causal_lm(checkpoint, HELD_OUT_TEXT)
-    return {"accuracy": qa["accuracy"], "correct": qa["correct"], "total": qa["total"],
-            "perplexity": text["perplexity"], "answers": qa["answers"]}
+    return evaluate_causal_lm(checkpoint, HELD_OUT_QA, system=system, context=context, log=lambda m: None)
 
 
-def run_quickstart(output_dir: str, overrides: list[str], show: int = 8) -> dict:
+def run_quickstart(output_dir: str, overrides: list[str], show: int = 6) -> dict:
     from hftoolkit.models.registry import pull
     from hftoolkit.recipe.load import load_recipe
+    from hftoolkit.recipe.validate import validate
+    from hftoolkit.retrieval.index import IndexSettings, build_index
     from hftoolkit.train.run import train
 
     started = time.time()
+    out = Path(output_dir)
+    if out.exists() and (not out.is_dir() or (any(out.iterdir()) and not (out / FINISHED_MARKER).is_file())):
+        raise UserError(f"--output-dir '{output_dir}' holds something other than an earlier quickstart run; "
+                        "choose a new folder")
     recipe = load_recipe("cars_qa", [f"output.dir={output_dir}", *overrides])
+    validate(recipe)
     system = recipe.data.system_prompt
     base = str(pull(recipe.model.name))
-    print("\n== base model on held-out car questions and text ==")
-    before = measure(base, system)
+    index = recipe.data.retrieval.index if recipe.data.retrieval else None
+    if recipe.data.retrieval and recipe.data.retrieval.corpus:
+        settings = recipe.data.retrieval
+        build_index(settings.corpus, settings.index, IndexSettings(settings.embedder, settings.chunk_tokens,
+                                                                   settings.chunk_tokens // 4))
+    results = {}
+    print("\n== base model on the held-out car questions, without and with retrieval ==")
+    results["base"] = measure(base, "off", system)
+    if index:
+        results["base + retrieval"] = measure(base, index, system)
     print("\n== fine-tuning (recipe cars_qa) ==")
     train(recipe, overwrite=True)
-    print("\n== fine-tuned model on the same held-out data ==")
-    after = measure(output_dir, system)
+    print("\n== fine-tuned model on the same questions ==")
+    name = "fine-tuned + retrieval" if index else "fine-tuned"
+    results[name] = measure(output_dir, "auto")
 
-    print(f"\nheld-out car questions ({before['total']}; correct = answer contains the key fact):")
-    print(f"{'':12}{'answer accuracy':>18}{'perplexity on held-out car text':>34}")
-    for name, result in (("base", before), ("fine-tuned", after)):
-        print(f"{name:12}{result['correct']:>7}/{result['total']} = {result['accuracy']:.3f}"
-              f"{result['perplexity']:>34.2f}")
+    print(f"\nheld-out car questions: {results['base']['total']} (correct = the answer states a key fact)")
+    print(f"{'':26}{'all':>16}" + "".join(f"{g:>18}" for g in GROUPS))
+    for label, result in results.items():
+        cells = [_cell(result)] + [_cell(result.get("groups", {}).get(g, {})) for g in GROUPS]
+        print(f"{label:26}{cells[0]:>16}" + "".join(f"{c:>18}" for c in cells[1:]))
     print("\nsome held-out answers, base -> fine-tuned:")
-    for old, new in list(zip(before["answers"], after["answers"]))[:show]:
+    for old, new in list(zip(results["base"]["answers"], results[name]["answers"]))[:show]:
+        source = f"  [from {new['sources'][0]['file']}]" if new.get("sources") else ""
         print(f"Q: {new['question']}\n  base:       {old['answer'][:140]}\n"
-              f"  fine-tuned: {new['answer'][:140]}  [{'correct' if new['correct'] else 'miss'}]")
-    summary = {"base": before, "fine_tuned": after, "seconds": round(time.time() - started, 1)}
+              f"  fine-tuned: {new['answer'][:140]}  [{'correct' if new['correct'] else 'miss'}]{source}")
+    summary = {"results": results, "seconds": round(time.time() - started, 1)}
     Path(output_dir, "quickstart_results.json").write_text(json.dumps(summary, indent=2))
     print(f"\ntotal {summary['seconds']:.0f}s; details in {output_dir}/quickstart_results.json")
     return summary
 
+
+def _cell(totals: dict) -> str:
+    if not totals:
+        return "-"
+    return f"{totals['correct']}/{totals['total']} = {totals['accuracy']:.2f}"

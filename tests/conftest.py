@@ -57,3 +57,40 @@ def run_plain_python(code: str, timeout=300) -> subprocess.CompletedProcess:
             "sys.meta_path.insert(0, _Block())\n"
     return subprocess.run([sys.executable, "-c", guard + code], capture_output=True, text=True, timeout=timeout,
                           cwd="/")
+
+
+@pytest.fixture(scope="session")
+def tiny_chat_model(tmp_path_factory) -> Path:
+    """A one-layer Llama with SmolLM2's real tokenizer and chat template and a 256-token window:
+    a real chat checkpoint that trains and generates in seconds."""
+    import torch
+    from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
+
+    from hftoolkit.models.registry import pull
+
+    tokenizer = AutoTokenizer.from_pretrained(str(pull("smollm2-135m-instruct", log=lambda m: None)))
+    torch.manual_seed(0)
+    config = LlamaConfig(vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64, num_hidden_layers=1,
+                         num_attention_heads=2, num_key_value_heads=2, max_position_embeddings=256,
+                         bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
+                         pad_token_id=tokenizer.pad_token_id, tie_word_embeddings=True)
+    folder = tmp_path_factory.mktemp("tiny-chat")
+    LlamaForCausalLM(config).save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return folder
+
+
+@pytest.fixture(scope="session")
+def brakes_tyres_index(tmp_path_factory) -> Path:
+    """A MiniLM index of two chapters of the car corpus."""
+    import shutil
+
+    from hftoolkit.paths import resolve_data_path
+    from hftoolkit.retrieval.index import build_index
+
+    corpus = tmp_path_factory.mktemp("corpus")
+    for name in ("06_brakes.txt", "07_tyres.txt"):
+        shutil.copy(Path(resolve_data_path("bundled://corpora/cars/text/train")) / name, corpus / name)
+    index = tmp_path_factory.mktemp("indexes") / "brakes_tyres"
+    build_index(str(corpus), str(index), log=lambda m: None)
+    return index

@@ -17,7 +17,10 @@ from hftoolkit.checkpoint.output_dir import FINISHED_MARKER
 from hftoolkit.models.load import AUTO_CLASSES
 
 
-def save_checkpoint(out: Path, model, tokenizer, recipe: dict, metrics: dict, log_history: list[dict]) -> None:
+def save_checkpoint(out: Path, model, tokenizer, recipe: dict, metrics: dict, log_history: list[dict],
+                    index_record: dict | None = None) -> None:
+    """`index_record` ({retriever, top_k, passage_tokens}) writes retrieval.json: the index the model
+    learned to read, used by `generate` by default."""
     staging = out / ".staging"
     shutil.rmtree(staging, ignore_errors=True)
     staging.mkdir(parents=True)
@@ -31,6 +34,12 @@ def save_checkpoint(out: Path, model, tokenizer, recipe: dict, metrics: dict, lo
         model.save_pretrained(str(staging))
     tokenizer.save_pretrained(str(staging))
     (staging / "recipe.yaml").write_text(yaml.safe_dump(recipe, sort_keys=False))
+    from hftoolkit.retrieval.checkpoint_index import RECORD_FILE, record_index
+
+    if index_record:
+        record_index(staging, **index_record)
+    else:
+        (out / RECORD_FILE).unlink(missing_ok=True)  # a resumed or replaced run must not inherit one
     if log_history:
         plot_loss_curve(log_history, staging / "loss_curve.png")
     (staging / "README.md").write_text(model_card(recipe, metrics, AUTO_CLASSES[recipe["model"]["task"]]))

@@ -13,12 +13,18 @@ from hftoolkit.errors import UserError
 from hftoolkit.recipe.schema import DataSection
 
 
-def to_messages(row: dict, data: DataSection) -> list[dict]:
+def to_messages(row: dict, data: DataSection, with_answer: bool = True) -> list[dict]:
+    """The conversation for one row; retrieved passages (a `passages` column) go before the question."""
+    from hftoolkit.retrieval.context import question_with_context
+
     if data.format == "chat":
         return list(row[data.messages_column])
     messages = [{"role": "system", "content": data.system_prompt}] if data.system_prompt else []
-    return messages + [{"role": "user", "content": str(row[data.question_column]).strip()},
-                       {"role": "assistant", "content": str(row[data.answer_column]).strip()}]
+    question = question_with_context(str(row[data.question_column]).strip(), row.get("passages") or "")
+    messages.append({"role": "user", "content": question})
+    if with_answer:
+        messages.append({"role": "assistant", "content": str(row[data.answer_column]).strip()})
+    return messages
 
 
 def encode_conversation(messages: list[dict], tokenizer, max_length: int) -> dict:

@@ -2,24 +2,31 @@
 
 from __future__ import annotations
 
-from hftoolkit.checkpoint.saved import saved_system_prompt
 from hftoolkit.data.sources import load_split
 from hftoolkit.errors import UserError
 
 
 def evaluate_causal_lm(checkpoint: str, data: str, system: str | None = None, batch_size: int = 16,
-                       text_column: str = "text", block_size: int = 256) -> dict:
-    """QA files (a `question` column) get answer accuracy; text files get perplexity."""
-    from hftoolkit.evaluation.perplexity import text_perplexity
-    from hftoolkit.evaluation.qa_accuracy import qa_accuracy
-    from hftoolkit.generate.engine import Generator
-
+                       text_column: str = "text", block_size: int = 256, context: str | None = "auto",
+                       top_k: int | None = None, context_tokens: int | None = None, log=print) -> dict:
+    """QA files (a `question` column) get answer accuracy, with retrieval as `context` says; text files
+    get perplexity."""
     rows = load_split(data, "--data")
-    generator = Generator.load(checkpoint)
     if "question" in rows.column_names:
-        return qa_accuracy(generator, list(rows), system or saved_system_prompt(checkpoint), batch_size)
+        from hftoolkit.evaluation.qa_accuracy import qa_accuracy
+        from hftoolkit.generate.api import TextGenerator
+
+        generator = TextGenerator(checkpoint, cache="off", system=system, log=log, context=context, top_k=top_k,
+                                  context_tokens=context_tokens)
+        result = qa_accuracy(generator, list(rows), batch_size)
+        result["retrieval"] = generator.context.retriever.path if generator.context else None
+        return result
     if text_column not in rows.column_names:
         raise UserError(f"--data: '{data}' has neither a 'question' nor a '{text_column}' column "
                         f"(columns: {', '.join(rows.column_names)})")
+    from hftoolkit.evaluation.perplexity import text_perplexity
+    from hftoolkit.generate.engine import Generator
+
+    generator = Generator.load(checkpoint)
     texts = [t for t in rows[text_column] if isinstance(t, str) and t.strip()]
     return text_perplexity(generator.model, generator.tokenizer, texts, block_size=block_size)

@@ -4,9 +4,14 @@
     gen.ask("How often is brake fluid replaced?")        # chat template applied
     gen.generate(["Brake pads", "Tyres"], chat=False)    # batch of raw prompts
     for piece in gen.stream("What is ABS?"): ...         # tokens as they come
+    TextGenerator("runs/cars_qa", context="runs/cars_index")  # answer from retrieved passages
 
-The tokenizer loads at once (prompts must be rendered to build cache keys); the
-weights load only when something is not in the cache.
+With `context` ("auto" by default: the index the checkpoint was trained with,
+when it exists) each question is first searched in the corpus index and the best
+passages go into the prompt, within the model's context window; completions
+list the passages they used in `sources`. The tokenizer loads at once (prompts
+must be rendered to build cache keys); the weights load only when something is
+not in the cache.
 """
 
 from __future__ import annotations
@@ -17,7 +22,10 @@ from typing import Iterator
 
 from hftoolkit.checkpoint.saved import saved_system_prompt
 from hftoolkit.generate.cache import ResponseCache, model_fingerprint, open_backend, request_key
-from hftoolkit.generate.engine import Completion, GenerationSettings, Generator, check_checkpoint, cut_at_stop
+from hftoolkit.generate.engine import (Completion, GenerationSettings, Generator, check_checkpoint, context_length,
+                                      cut_at_stop)
+from hftoolkit.retrieval.checkpoint_index import open_context
+from hftoolkit.retrieval.context import augment, question_of
 
 
 class _TokenizerOnly:
@@ -40,7 +48,8 @@ class _TokenizerOnly:
 
 class TextGenerator:
     def __init__(self, checkpoint: str, cache: str | None = "disk", cache_ttl: int | None = None,
-                 system: str | None = None, log=print):
+                 system: str | None = None, log=print, context: str | None = "auto", top_k: int | None = None,
+                 context_tokens: int | None = None):
         check_checkpoint(checkpoint)
         self.checkpoint, self.log = checkpoint, log
         self.system = system if system is not None else saved_system_prompt(checkpoint)
@@ -48,6 +57,9 @@ class TextGenerator:
         self.model_hash = model_fingerprint(checkpoint) if cache not in (None, "off", "none") else ""
         self._renderer = _TokenizerOnly(checkpoint)
         self._generator: Generator | None = None
+        self.context = open_context(checkpoint, context, top_k, context_tokens, log)
+        self.context_length = context_length(checkpoint)
+        self.last_passages: list = []  # what the latest stream() put into its prompt
 
     @property
     def generator(self) -> Generator:
@@ -63,13 +75,35 @@ class TextGenerator:
     def render(self, prompt, chat: bool) -> str:
         return self._renderer.render(prompt, chat, self.system)
 
+    def prepare(self, prompts: list, chat: bool, max_new_tokens: int) -> list[tuple[str, list]]:
+        """(rendered text, passages used) per prompt: retrieval and the token budget happen here."""
+        if self.context is None:
+            return [(self.render(p, chat), []) for p in prompts]
+        from hftoolkit.errors import UserError
+
+        for prompt in prompts:
+            if not question_of(prompt).strip():
+                raise UserError("empty prompt: give a question or message")
+        found = self.context.retriever.search_many([question_of(p) for p in prompts], self.context.top_k)
+        tokenizer = self._renderer.tokenizer
+        count = lambda text: len(tokenizer(text, add_special_tokens=False)["input_ids"])  # noqa: E731
+        limit = max(1, self.context_length - max_new_tokens)
+        prepared = []
+        for prompt, hits in zip(prompts, found):
+            augmented, used = augment(prompt, hits, lambda p: self.render(p, chat), count, limit,
+                                      self.context.passage_tokens)
+            prepared.append((self.render(augmented, chat), used))
+        return prepared
+
     def generate(self, prompts: list, chat: bool = False, settings: GenerationSettings | None = None,
                  batch_size: int = 8) -> list[Completion]:
         """Completions in prompt order; cached ones are returned without running the model."""
         settings = settings or GenerationSettings()
-        texts = [self.render(p, chat) for p in prompts]
+        prepared = self.prepare(prompts, chat, settings.max_new_tokens)
+        texts = [text for text, _ in prepared]
         cacheable = not settings.sampling or settings.seed is not None
-        keys = [request_key(self.model_hash, t, settings.as_dict()) for t in texts]
+        keys = [request_key(self.model_hash, text, {**settings.as_dict(), **self._context_key(used)})
+                for text, used in prepared]
         results: list[Completion | None] = [None] * len(texts)
         if cacheable:
             for i, key in enumerate(keys):
@@ -85,7 +119,16 @@ class TextGenerator:
                 results[i] = done
                 if cacheable:
                     self.cache.set(keys[i], {"completion": done.completion, "tokens": done.tokens})
+        for result, (_, used) in zip(results, prepared):
+            result.passages = used
         return results
+
+    def _context_key(self, used: list) -> dict:
+        """Cache-key part for retrieval: the index's content and the exact chunks used."""
+        if self.context is None:
+            return {}
+        return {"context": {"index": self.context.retriever.fingerprint,
+                            "chunks": [[h.chunk_id, h.start, h.end] for h in used]}}
 
     def ask(self, question: str, **settings) -> str:
         """One chat turn, returning just the answer text."""
@@ -98,7 +141,7 @@ class TextGenerator:
 
         settings = settings or GenerationSettings()
         gen = self.generator
-        text = self.render(prompt, chat)
+        [(text, self.last_passages)] = self.prepare([prompt], chat, settings.max_new_tokens)
         inputs = gen._encode([text], settings.max_new_tokens, self.log)
         streamer = TextIteratorStreamer(gen.tokenizer, skip_prompt=True, skip_special_tokens=True)
         if settings.seed is not None:

@@ -40,7 +40,7 @@ def settings_from(args):
     from hftoolkit.generate.engine import GenerationSettings
 
     return GenerationSettings(max_new_tokens=args.max_new_tokens, temperature=args.temperature, top_p=args.top_p,
-                              top_k=args.top_k, repetition_penalty=args.repetition_penalty, stop=args.stop or [],
+                              top_k=args.sample_top_k, repetition_penalty=args.repetition_penalty, stop=args.stop or [],
                               seed=args.seed)
 
 
@@ -49,7 +49,7 @@ def cmd_generate(args) -> None:
 
     prompts = read_prompts(args.prompts, args.file)
     log = lambda msg: print(msg, file=sys.stderr)  # noqa: E731 - stdout carries only results
-    generator = TextGenerator(args.checkpoint, cache=args.cache, system=args.system, log=log)
+    generator = TextGenerator(args.checkpoint, cache=args.cache, system=args.system, log=log, **context_from(args))
     settings = settings_from(args)
     if args.stream:
         for prompt in prompts:
@@ -60,16 +60,18 @@ def cmd_generate(args) -> None:
     for prompt, done in zip(prompts, generator.generate(prompts, args.chat, settings, args.batch_size)):
         if args.json:
             print(json.dumps({"prompt": prompt, "completion": done.completion, "tokens": done.tokens,
-                              "seconds": done.seconds, "cached": done.cached}))
+                              "seconds": done.seconds, "cached": done.cached, "sources": done.sources}))
         else:
-            print(done.completion.strip() if args.chat else done.prompt + done.completion)
+            print(done.completion.strip() if args.chat else str(prompt) + done.completion)
+            for source in done.sources:
+                log(f"  source: {source['file']} [{source['start']}:{source['end']}] score {source['score']:.3f}")
 
 
 def cmd_chat(args) -> None:
     from hftoolkit.generate.api import TextGenerator
 
     generator = TextGenerator(args.checkpoint, cache="off", system=args.system,
-                              log=lambda m: print(m, file=sys.stderr))
+                              log=lambda m: print(m, file=sys.stderr), **context_from(args))
     settings = settings_from(args)
     history: list[dict] = []
     print("chat with", args.checkpoint, "- /reset clears the conversation, /exit quits", file=sys.stderr)
@@ -119,15 +121,33 @@ def cmd_cache(args) -> None:
         raise UserError(f"cache {args.cache} is unavailable ({type(exc).__name__}: {str(exc)[:120]})") from None
 
 
+def context_from(args) -> dict:
+    """TextGenerator's retrieval arguments from --context/--no-context/--top-k/--context-tokens."""
+    return {"context": "off" if args.no_context else args.context, "top_k": args.top_k,
+            "context_tokens": args.context_tokens}
+
+
+def add_context_options(parser) -> None:
+    parser.add_argument("--context", default="auto", metavar="INDEX",
+                        help="answer from passages retrieved from this corpus index (default: the index the "
+                             "checkpoint was trained with, when it exists)")
+    parser.add_argument("--no-context", action="store_true", help="no retrieval, even if the checkpoint has an index")
+    parser.add_argument("--top-k", type=int, help="passages to retrieve per question (default: as trained, else 3)")
+    parser.add_argument("--context-tokens", type=int,
+                        help="most tokens of passages per prompt (default: as trained, else 384); the prompt "
+                             "never outgrows the model's window")
+
+
 def add_generation_options(parser) -> None:
     parser.add_argument("--max-new-tokens", type=int, default=64)
     parser.add_argument("--temperature", type=float, help="sample with this temperature (default: greedy)")
-    parser.add_argument("--top-p", type=float)
-    parser.add_argument("--top-k", type=int)
+    parser.add_argument("--top-p", type=float, help="nucleus sampling: the smallest token set with this probability")
+    parser.add_argument("--sample-top-k", type=int, help="sample only from the K most likely tokens")
     parser.add_argument("--repetition-penalty", type=float)
     parser.add_argument("--stop", action="append", help="stop string (repeatable)")
     parser.add_argument("--seed", type=int, help="seed for sampling; makes sampled answers cacheable")
     parser.add_argument("--system", help="system message for chat mode (default: the one it was trained with)")
+    add_context_options(parser)
 
 
 def register(sub) -> None:

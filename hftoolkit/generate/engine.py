@@ -42,6 +42,12 @@ class Completion:
     tokens: int
     seconds: float
     cached: bool = False
+    passages: list = field(default_factory=list)  # retrieval.store.Hit objects put into the prompt
+
+    @property
+    def sources(self) -> list[dict]:
+        """Where the passages came from: file, character offsets, chunk id and similarity score."""
+        return [hit.source() for hit in self.passages]
 
 
 class Generator:
@@ -70,11 +76,7 @@ class Generator:
 
     @property
     def context_length(self) -> int:
-        config = self.model.config
-        for name in ("max_position_embeddings", "n_positions", "n_ctx"):
-            if getattr(config, name, None):
-                return int(getattr(config, name))
-        return 2048
+        return positions_of(self.model.config)
 
     def render(self, prompt: str | list[dict], chat: bool, system: str | None = None) -> str:
         """The exact text the model sees: raw prompt, or the chat template applied to it."""
@@ -93,10 +95,18 @@ class Generator:
 
     def generate(self, texts: list[str], settings: GenerationSettings, batch_size: int = 8,
                  log=print) -> list[Completion]:
-        """Generate for already-rendered texts, `batch_size` at a time."""
-        results: list[Completion] = []
-        for start in range(0, len(texts), batch_size):
-            results += self._generate_batch(texts[start:start + batch_size], settings, log)
+        """Generate for already-rendered texts, `batch_size` at a time, results in input order.
+
+        Batches are formed from prompts of similar length (long prompts with retrieved
+        passages next to short ones would otherwise be padded to the longest)."""
+        if batch_size < 1:
+            raise UserError(f"--batch-size: {batch_size} must be at least 1")
+        order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
+        results: list[Completion | None] = [None] * len(texts)
+        for start in range(0, len(order), batch_size):
+            chosen = order[start:start + batch_size]
+            for i, done in zip(chosen, self._generate_batch([texts[i] for i in chosen], settings, log)):
+                results[i] = done
         return results
 
     def _generate_batch(self, texts: list[str], settings: GenerationSettings, log) -> list[Completion]:
@@ -150,6 +160,25 @@ class Generator:
         if settings.stop:
             kwargs.update(stop_strings=settings.stop, tokenizer=self.tokenizer)
         return kwargs
+
+
+def positions_of(config) -> int:
+    """How many tokens the model can attend to (prompt plus new tokens)."""
+    for name in ("max_position_embeddings", "n_positions", "n_ctx"):
+        if getattr(config, name, None):
+            return int(getattr(config, name))
+    return 2048
+
+
+def context_length(checkpoint: str) -> int:
+    """The context window from config.json alone, without loading weights."""
+    from transformers import AutoConfig
+
+    try:
+        return positions_of(AutoConfig.from_pretrained(checkpoint))
+    except (OSError, ValueError) as exc:
+        raise UserError(f"checkpoint '{checkpoint}' has an unreadable config.json ({str(exc).splitlines()[0][:120]})"
+                        ) from None
 
 
 def cut_at_stop(text: str, stops: list[str]) -> str:

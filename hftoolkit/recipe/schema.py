@@ -47,6 +47,20 @@ class ModelSection:
 
 
 @dataclass
+class Retrieval:
+    index: str = knob("", "corpus index folder (hftoolkit index build); recorded in the checkpoint, which then "
+                          "answers from it by default")
+    corpus: Optional[str] = knob(None, "text files to (re)build the index from before training; unchanged "
+                                       "files are not re-embedded. Unset: the index must exist")
+    embedder: str = knob("minilm-l6", "sentence-embedding model for a new index")
+    chunk_tokens: int = knob(128, "most embedder tokens per chunk when building")
+    top_k: int = knob(3, "passages per question, in training and later at generation")
+    context_tokens: int = knob(384, "most tokens of passages per prompt; more context costs training time")
+    distractor_percent: float = knob(20.0, "percent of training questions shown only passages that lack the "
+                                           "answer (RAFT), so the model also learns the facts themselves")
+
+
+@dataclass
 class DataSection:
     train: str = knob("", "file, glob, folder, bundled:// path or hub dataset id")
     validation: Optional[str] = knob(None, "validation data; when unset, `validation_percent` is split off")
@@ -62,6 +76,9 @@ class DataSection:
     extra_text: Optional[str] = knob(None, "qa/chat only: a plain-text corpus trained on alongside the examples "
                                            "(packed, full loss), so the model learns the documents too")
     max_train_samples: Optional[int] = knob(None, "debug: keep only the first N training documents")
+    retrieval: Optional[Retrieval] = knob(None, "qa only: put retrieved corpus passages into each question "
+                                                "(with some distractor-only examples) so the model learns to "
+                                                "answer from context")
 
 
 @dataclass
@@ -89,7 +106,14 @@ class TrainingSection:
     eval_steps: int = knob(50, "evaluate every N optimizer steps")
     logging_steps: int = knob(10, "log the training loss every N steps")
     save_steps: int = knob(100, "write a resumable checkpoint every N steps")
-    early_stopping_patience: Optional[int] = knob(None, "stop after N evals without eval-loss improvement")
+    early_stopping_patience: Optional[int] = knob(None, "stop after N evals without improving best_metric; the "
+                                                        "best checkpoint is loaded at the end")
+    answer_accuracy: bool = knob(False, "qa only: at every eval, answer the validation questions greedily and "
+                                        "log eval_answer_accuracy (costs a generation pass per eval)")
+    best_metric: Literal["eval_loss", "answer_accuracy"] = knob(
+        "eval_loss", "what early stopping and best-checkpoint selection watch (answer_accuracy needs "
+                     "training.answer_accuracy: true)")
+    eval_on_start: bool = knob(True, "evaluate before the first step, as the baseline the run is judged against")
     precision: Literal["auto", "bf16", "fp32"] = knob(
         "auto", "auto: bf16 autocast where the CPU/GPU supports it, else fp32")
     seed: int = knob(42, "seed for init, shuffling and dropout")

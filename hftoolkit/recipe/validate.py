@@ -36,6 +36,7 @@ def validate(recipe: Recipe) -> None:
         raise UserError("training.lora.enabled needs a pretrained model.name; a from-scratch model trains fully")
     if not recipe.data.train:
         raise UserError("data.train is empty; name a file, folder, glob or hub dataset id")
+    check_retrieval(recipe)
     for field in ("train", "validation"):
         spec = getattr(recipe.data, field)
         if spec:
@@ -53,3 +54,41 @@ def validate(recipe: Recipe) -> None:
             require_columns(columns, [("data.text_column", recipe.data.text_column)], recipe.data.extra_text)
     if not recipe.output.dir:
         raise UserError("output.dir is empty; set it in the recipe or pass --output-dir")
+
+
+def check_retrieval(recipe: Recipe) -> None:
+    """data.retrieval and answer-accuracy settings that cannot work, caught before anything loads."""
+    from pathlib import Path
+
+    from hftoolkit.retrieval.store import is_index
+
+    training, retrieval = recipe.training, recipe.data.retrieval
+    if training.answer_accuracy and recipe.data.format != "qa":
+        raise UserError("training.answer_accuracy needs data.format: qa (questions with key_facts or answers)")
+    if training.best_metric == "answer_accuracy" and not training.answer_accuracy:
+        raise UserError("training.best_metric: answer_accuracy needs training.answer_accuracy: true")
+    if retrieval is None:
+        return
+    if recipe.data.format != "qa":
+        raise UserError("data.retrieval works with data.format: qa; remove it or use question/answer data")
+    if not retrieval.index:
+        raise UserError("data.retrieval.index is empty; name the index folder (built by `hftoolkit index build`)")
+    if not retrieval.corpus and not is_index(retrieval.index):
+        raise UserError(f"data.retrieval.index: '{retrieval.index}' is not an index; build it with `hftoolkit "
+                        "index build CORPUS --out INDEX` or set data.retrieval.corpus to build it here")
+    if retrieval.corpus:
+        from hftoolkit.retrieval.index import corpus_files
+
+        corpus_files(retrieval.corpus, "data.retrieval.corpus")
+        target = Path(retrieval.index)
+        if target.exists() and (not target.is_dir() or (any(target.iterdir()) and not is_index(target))):
+            raise UserError(f"data.retrieval.index: '{retrieval.index}' exists and is not an index; choose a new folder")
+    for field in ("top_k", "context_tokens", "chunk_tokens"):
+        if getattr(retrieval, field) <= 0:
+            raise UserError(f"data.retrieval.{field}: {getattr(retrieval, field)} must be greater than 0")
+    if not 0 <= retrieval.distractor_percent <= 100:
+        raise UserError(f"data.retrieval.distractor_percent: {retrieval.distractor_percent} must be 0 to 100")
+    if retrieval.context_tokens >= recipe.preprocess.block_size:
+        raise UserError(f"data.retrieval.context_tokens ({retrieval.context_tokens}) must be below "
+                        f"preprocess.block_size ({recipe.preprocess.block_size}), which must also hold the "
+                        "question and the answer")

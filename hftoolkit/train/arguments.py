@@ -41,15 +41,15 @@ def training_arguments(training: TrainingSection, out: Path, precision: str, var
         max_grad_norm=training.max_grad_norm,
         eval_strategy="steps",
         eval_steps=training.eval_steps,
-        eval_on_start=True,  # the step-0 eval loss is the baseline the run is judged against
+        eval_on_start=training.eval_on_start,  # the step-0 eval is the baseline the run is judged against
         logging_steps=training.logging_steps,
         logging_first_step=True,
         save_strategy="steps",
         save_steps=training.eval_steps if early else training.save_steps,
         save_total_limit=2,
         load_best_model_at_end=early,
-        metric_for_best_model="eval_loss" if early else None,
-        greater_is_better=False if early else None,
+        metric_for_best_model=training.best_metric if early else None,
+        greater_is_better=(training.best_metric == "answer_accuracy") if early else None,
         bf16=precision == "bf16",
         seed=training.seed,
         data_seed=training.seed,

@@ -31,6 +31,11 @@ def train(recipe: Recipe, resume: bool = False, overwrite: bool = False, log=pri
         labels = label_names([loaded.train, loaded.validation], recipe.data.label_column, recipe.model.problem_type)
         log(f"labels ({len(labels)}): {', '.join(labels)}" if labels else "labels: regression (one number)")
     tokenizer, model = setup_model(recipe, loaded, labels, log)
+    retriever = None
+    if recipe.data.retrieval is not None:
+        from hftoolkit.data.retrieval_examples import attach_passages
+
+        loaded, retriever = attach_passages(loaded, recipe, tokenizer, log)
 
     blocks, stats, hit = preprocess(recipe, loaded, tokenizer, labels)
     log(f"preprocessing: cache {'hit, reusing' if hit else 'miss, tokenized'} ({'same' if hit else 'new'} "
@@ -43,12 +48,22 @@ def train(recipe: Recipe, resume: bool = False, overwrite: bool = False, log=pri
 
     if overwrite and out.exists():
         shutil.rmtree(out)  # only now: bad input above must never cost the user an old run
-    trainer, precision = build_trainer(recipe, model, tokenizer, blocks, out, labels)
+    answer_accuracy = None
+    if recipe.training.answer_accuracy:
+        from hftoolkit.train.answer_eval import AnswerAccuracy
+
+        answer_accuracy = AnswerAccuracy(list(loaded.validation), recipe, tokenizer)
+    trainer, precision = build_trainer(recipe, model, tokenizer, blocks, out, labels, answer_accuracy)
     result = trainer.train(resume_from_checkpoint=last_trainer_checkpoint(out) if resume else None)
     final_eval = trainer.evaluate()
     metrics = summarize(recipe, trainer.state.log_history, result.metrics, final_eval, stats, precision,
                         time.time() - started)
-    save_checkpoint(out, trainer.model, tokenizer, to_dict(recipe), metrics, trainer.state.log_history)
+    index_record = None
+    if retriever is not None:
+        index_record = {"retriever": retriever, "top_k": recipe.data.retrieval.top_k,
+                        "passage_tokens": recipe.data.retrieval.context_tokens}
+    save_checkpoint(out, trainer.model, tokenizer, to_dict(recipe), metrics, trainer.state.log_history,
+                    index_record)
     log(f"saved checkpoint to {out}: " + headline(metrics))
     return metrics
 
@@ -84,7 +99,8 @@ def head_config(recipe: Recipe, labels: list[str] | None) -> dict:
             "label2id": {name: i for i, name in enumerate(labels)}, "problem_type": recipe.model.problem_type}
 
 
-def build_trainer(recipe: Recipe, model, tokenizer, blocks, out: Path, labels: list[str] | None = None):
+def build_trainer(recipe: Recipe, model, tokenizer, blocks, out: Path, labels: list[str] | None = None,
+                  answer_accuracy=None):
     from transformers import EarlyStoppingCallback
 
     from hftoolkit.train.arguments import resolve_precision, training_arguments
@@ -105,7 +121,9 @@ def build_trainer(recipe: Recipe, model, tokenizer, blocks, out: Path, labels: l
     trainer = PerplexityTrainer(model=model, args=args, train_dataset=blocks["train"],
                                 eval_dataset=blocks["validation"], data_collator=collator_for(recipe, tokenizer),
                                 processing_class=tokenizer, callbacks=callbacks, compute_metrics=metrics,
-                                class_weights=weights, log_perplexity=recipe.model.task != "classification")
+                                class_weights=weights, log_perplexity=recipe.model.task != "classification",
+                                labelled_positions_loss=recipe.model.task == "causal_lm",
+                                answer_accuracy=answer_accuracy)
     return trainer, precision
 
 
@@ -131,6 +149,9 @@ def summarize(recipe: Recipe, history: list[dict], train_metrics: dict, final_ev
     else:
         summary.update({"eval_perplexity_start": perplexity(evals[0]["eval_loss"]),
                         "eval_loss": final_eval["eval_loss"], "eval_perplexity": perplexity(final_eval["eval_loss"])})
+        if "eval_answer_accuracy" in final_eval:
+            summary.update({"eval_answer_accuracy_start": evals[0].get("eval_answer_accuracy"),
+                            "eval_answer_accuracy": final_eval["eval_answer_accuracy"]})
     summary.update({
         "train_steps": max((h.get("step", 0) for h in history), default=0),
         "tokens_seen": tokens,
@@ -146,7 +167,7 @@ def summarize(recipe: Recipe, history: list[dict], train_metrics: dict, final_ev
 def headline(metrics: dict) -> str:
     """One line with the numbers that judge this kind of run, start -> end."""
     parts = []
-    for key in ("eval_perplexity", "eval_accuracy", "eval_f1_macro", "eval_mse"):
+    for key in ("eval_perplexity", "eval_answer_accuracy", "eval_accuracy", "eval_f1_macro", "eval_mse"):
         if key in metrics:
             start = metrics.get(f"{key}_start")
             parts.append(f"{key[5:]} {start:.4f} -> {metrics[key]:.4f}" if start is not None

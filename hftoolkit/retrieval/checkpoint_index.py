@@ -1,0 +1,64 @@
+"""Which index a checkpoint was trained to read (its `retrieval.json`), and opening it for generation.
+
+`context="auto"` (the default everywhere) uses the recorded index when it still
+exists; a path uses that index; "off" or None uses none.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+RECORD_FILE = "retrieval.json"
+DEFAULT_TOP_K = 3
+DEFAULT_PASSAGE_TOKENS = 384
+
+
+@dataclass
+class ContextSource:
+    retriever: object  # retrieval.index.Retriever
+    top_k: int
+    passage_tokens: int
+
+
+def recorded_index(checkpoint: str) -> dict | None:
+    record = Path(checkpoint) / RECORD_FILE
+    if not record.is_file():
+        return None
+    try:
+        return json.loads(record.read_text())
+    except ValueError:
+        return None
+
+
+def open_context(checkpoint: str, context: str | None, top_k: int | None, passage_tokens: int | None,
+                 log=print) -> ContextSource | None:
+    """The retriever and budget to answer with, or None for plain generation."""
+    from hftoolkit.errors import UserError
+    from hftoolkit.retrieval.index import Retriever
+
+    if context in (None, "off", "none"):
+        return None
+    record = recorded_index(checkpoint) or {}
+    if context == "auto":
+        if not record.get("index"):
+            return None
+        if not Path(record["index"]).is_dir():
+            log(f"note: '{checkpoint}' was trained with the index {record['index']}, which is gone; answering "
+                "without retrieval (pass --context INDEX to name one)")
+            return None
+        context = record["index"]
+    if top_k is not None and top_k < 1:
+        raise UserError(f"--top-k: {top_k} must be at least 1")
+    if passage_tokens is not None and passage_tokens < 16:
+        raise UserError(f"--context-tokens: {passage_tokens} must be at least 16")
+    return ContextSource(Retriever(context, log=log), top_k or record.get("top_k") or DEFAULT_TOP_K,
+                         passage_tokens or record.get("passage_tokens") or DEFAULT_PASSAGE_TOKENS)
+
+
+def record_index(folder: Path, retriever, top_k: int, passage_tokens: int) -> None:
+    """Write retrieval.json into a checkpoint folder being saved."""
+    (folder / RECORD_FILE).write_text(json.dumps({
+        "index": retriever.path, "fingerprint": retriever.fingerprint, "top_k": top_k,
+        "passage_tokens": passage_tokens, "embedder": retriever.store.meta().get("embedder")}, indent=2))

@@ -1,0 +1,38 @@
+"""Causal-LM loss computed only where there are labels.
+
+The output layer of a small LM is a large share of its compute (SmolLM2-135M:
+a 49,152 x 576 matrix applied at every position). With answer-only labels
+most positions carry no loss, so the hidden states are gathered at the labelled
+positions first and only those go through the output layer: the same loss, a
+third less training time for SFT examples on a CPU (benchmark in the README).
+"""
+
+from __future__ import annotations
+
+IGNORE_INDEX = -100
+
+
+def labelled_positions_loss(model, inputs: dict, num_items_in_batch=None):
+    """Next-token cross-entropy over labelled positions: sum / num_items_in_batch, or the mean."""
+    import torch
+
+    labels = inputs["labels"]
+    body = {k: v for k, v in inputs.items() if k != "labels"}
+    hidden = model.get_decoder()(**body).last_hidden_state  # (batch, tokens, width)
+    targets = labels[:, 1:]
+    keep = targets != IGNORE_INDEX
+    logits = model.get_output_embeddings()(hidden[:, :-1][keep])  # (labelled tokens, vocab)
+    loss = torch.nn.functional.cross_entropy(logits.float(), targets[keep], reduction="sum")
+    if num_items_in_batch is not None:
+        return loss / num_items_in_batch
+    return loss / keep.sum().clamp(min=1)
+
+
+def matches_model_loss(model, inputs: dict) -> bool:
+    """Whether the shortcut gives the model's own loss here (models that scale or cap logits differ)."""
+    import torch
+
+    with torch.no_grad():
+        own = model(**inputs).loss
+        ours = labelled_positions_loss(model, inputs)
+    return bool(torch.isfinite(own)) and abs(float(own) - float(ours)) <= 1e-3 * max(1.0, abs(float(own)))

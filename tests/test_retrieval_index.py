@@ -1,0 +1,127 @@
+"""Corpus index: chunking, real MiniLM search, incremental rebuilds, and bad input."""
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+
+from conftest import run_cli
+from hftoolkit.errors import UserError
+from hftoolkit.paths import resolve_data_path
+from hftoolkit.retrieval.chunking import Span, chunk_spans
+from hftoolkit.retrieval.index import IndexSettings, Retriever, build_index
+from hftoolkit.retrieval.store import VectorStore
+
+CARS = Path(resolve_data_path("bundled://corpora/cars/text/train"))
+QUIET = lambda message: None  # noqa: E731
+
+
+@pytest.fixture
+def corpus(tmp_path) -> Path:
+    folder = tmp_path / "corpus"
+    folder.mkdir()
+    for name in ("06_brakes.txt", "07_tyres.txt", "09_electrical.txt"):
+        shutil.copy(CARS / name, folder / name)
+    return folder
+
+
+def test_chunks_overlap_and_respect_the_size():
+    sentences = [Span(i * 10, i * 10 + 9, 30, paragraph=0) for i in range(10)]  # ten 30-token sentences
+    chunks = chunk_spans(sentences, chunk_tokens=100, overlap_tokens=30)
+    assert chunks[0] == (0, 29)  # three sentences (90 tokens) fit, a fourth would not
+    assert chunks[1][0] == 20  # the next chunk repeats the last sentence (30 tokens of overlap)
+    assert chunks[-1][1] == 99  # nothing is dropped at the end
+    assert all(end - start <= 29 for start, end in chunks)
+
+
+def test_a_paragraph_break_ends_a_half_full_chunk():
+    sentences = [Span(0, 9, 60, 0), Span(10, 19, 20, 1), Span(20, 29, 20, 1)]
+    assert chunk_spans(sentences, chunk_tokens=100, overlap_tokens=30) == [(0, 9), (10, 29)]
+
+
+def test_search_finds_the_right_chunk_for_differently_worded_questions(corpus, tmp_path):
+    index = tmp_path / "index"
+    stats = build_index(str(corpus), str(index), log=QUIET)
+    assert stats["files"] == 3 and stats["embedded_files"] == 3 and stats["chunks"] >= 20
+    retriever = Retriever(str(index), log=QUIET)
+    questions = {  # none of these shares its key words with the sentence that answers it
+        "How thick is the friction lining on a fresh set of pads?": "10 to 12 millimetres",
+        "What number on the sidewall says how heavy a load the tyre can take?": "load index",
+        "Which gadget turns the engine over when you turn the key?": "starter motor",
+    }
+    for question, fact in questions.items():
+        best = retriever.search(question, top_k=1)[0]
+        assert fact in best.text, (question, best.text[:120])
+        text = (corpus / best.file).read_text()
+        assert text[best.start:best.end] == best.text  # offsets point into the source file
+        assert 0 < best.score <= 1
+
+
+def test_rebuild_embeds_only_changed_files(corpus, tmp_path):
+    index = tmp_path / "index"
+    build_index(str(corpus), str(index), log=QUIET)
+    store = VectorStore(index)
+    tyres_before = [(h.chunk_id, h.text) for h in store.chunks() if h.file == "07_tyres.txt"]
+    fingerprint = store.fingerprint()
+
+    unchanged = build_index(str(corpus), str(index), log=QUIET)
+    assert unchanged["embedded_files"] == 0 and unchanged["unchanged_files"] == 3
+
+    (corpus / "06_brakes.txt").write_text((corpus / "06_brakes.txt").read_text() +
+                                          "\n\nCeramic pads make very little dust and last a long time.\n")
+    (corpus / "09_electrical.txt").unlink()
+    changed = build_index(str(corpus), str(index), log=QUIET)
+    assert (changed["embedded_files"], changed["unchanged_files"], changed["removed_files"]) == (1, 1, 1)
+    store = VectorStore(index)
+    assert [(h.chunk_id, h.text) for h in store.chunks() if h.file == "07_tyres.txt"] == tyres_before
+    assert not [h for h in store.chunks() if h.file == "09_electrical.txt"]
+    assert store.fingerprint() != fingerprint
+    retriever = Retriever(str(index), log=QUIET)
+    assert "Ceramic" in retriever.search("Which brake pads create hardly any dust?", top_k=1)[0].text
+
+
+def test_search_survives_a_lost_vector_file(corpus, tmp_path):
+    index = tmp_path / "index"
+    build_index(str(corpus), str(index), log=QUIET)
+    for file in index.glob("vectors-*.usearch"):
+        file.write_bytes(b"not a usearch file")
+    hits = Retriever(str(index), log=QUIET).search("When must brake fluid be changed?", top_k=2)
+    assert "two years" in " ".join(h.text for h in hits)
+
+
+def test_cli_build_and_search_json(corpus, tmp_path):
+    index = tmp_path / "index"
+    done = run_cli("index", "build", corpus, "--out", index, "--chunk-tokens", "96")
+    assert done.returncode == 0, done.stderr[-1500:]
+    assert VectorStore(index).meta()["chunk_tokens"] == 96
+    done = run_cli("index", "search", index, "How deep must tyre tread legally be?", "--top-k", "2", "--json")
+    assert done.returncode == 0, done.stderr[-1500:]
+    rows = [json.loads(line) for line in done.stdout.splitlines()]
+    assert [r["rank"] for r in rows] == [1, 2]
+    assert "1.6 millimetres" in rows[0]["text"] and rows[0]["file"] == "07_tyres.txt"
+    assert rows[0]["score"] >= rows[1]["score"]
+
+
+@pytest.mark.parametrize("args, message", [
+    (["index", "build", "/nonexistent/corpus", "--out", "{tmp}/i"], "does not exist"),
+    (["index", "build", "{corpus}", "--out", "{tmp}/notes"], "not an index"),
+    (["index", "build", "{corpus}", "--out", "{tmp}/i", "--chunk-tokens", "4"], "--chunk-tokens"),
+    (["index", "search", "{tmp}/notes", "brakes"], "not a corpus index"),
+    (["index", "search", "{tmp}/i", "brakes", "--top-k", "0"], "--top-k"),
+])
+def test_bad_input_is_one_line_and_changes_nothing(corpus, tmp_path, args, message):
+    notes = tmp_path / "notes"
+    notes.mkdir()
+    (notes / "mine.txt").write_text("my notes")
+    done = run_cli(*[a.format(tmp=tmp_path, corpus=corpus) for a in args])
+    assert done.returncode == 2, done.stderr[-800:]
+    assert message in done.stderr and len(done.stderr.strip().splitlines()) == 1, done.stderr
+    assert (notes / "mine.txt").read_text() == "my notes" and sorted(p.name for p in notes.iterdir()) == ["mine.txt"]
+
+
+def test_non_utf8_corpus_file_is_a_user_error(corpus, tmp_path):
+    (corpus / "latin1.txt").write_bytes("Pneus d'été: 2 à 3 bar".encode("latin-1"))
+    with pytest.raises(UserError, match="latin1.txt.*not UTF-8"):
+        build_index(str(corpus), str(tmp_path / "index"), IndexSettings(), log=QUIET)
+    assert not (tmp_path / "index").exists()  # nothing half-written

@@ -75,7 +75,8 @@ def test_cli_generate_json_and_bad_checkpoint(checkpoint, tmp_path):
     import json
     rows = [json.loads(line) for line in done.stdout.splitlines()]
     assert [r["prompt"] for r in rows] == ["Brake pads", "Tyres"]
-    assert all(set(r) == {"prompt", "completion", "tokens", "seconds", "cached"} for r in rows)
+    assert all(set(r) == {"prompt", "completion", "tokens", "seconds", "cached", "sources"} for r in rows)
+    assert all(r["sources"] == [] for r in rows)  # no index: plain generation
     broken = tmp_path / "broken"
     broken.mkdir()
     (broken / "config.json").write_text("{}")

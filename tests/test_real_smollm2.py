@@ -79,7 +79,7 @@ def test_lora_finetune_lowers_eval_loss_and_merge_matches(tmp_path, smollm2, tok
     out = tmp_path / "lora"
     done = run_cli("train", "cars_qa", "--output-dir", out, "training.lora.enabled=true",
                    "training.learning_rate=2e-3", "training.max_steps=8", "training.batch_size=8",
-                   "training.eval_steps=8", "data.max_train_samples=64",
+                   "training.eval_steps=8", "training.eval_on_start=true", "data.max_train_samples=64",
                    "data.retrieval=null")  # LoRA and merge are under test here, not retrieval
     assert done.returncode == 0, done.stderr[-3000:]
     assert "[[" in done.stdout  # the loss-mask preview was printed

@@ -179,9 +179,15 @@ def test_training_records_the_index_and_generate_uses_it(tiny_chat_model, brakes
                     "off", "--max-new-tokens", "4")
     assert asked.returncode == 0, asked.stderr[-1500:]
     assert json.loads(asked.stdout)["sources"]  # the recorded index, by default
-    off = run_cli("generate", run, "How often should brake fluid be replaced?", "--chat", "--json", "--cache",
+    off = run_cli("generate", run, "How often should brake fluid be replaced?", "--json", "--cache",
                   "off", "--max-new-tokens", "4", "--no-context")
     assert json.loads(off.stdout)["sources"] == []
+    plain = run_cli("generate", run, "How often should brake fluid be replaced?", "--cache", "off",
+                    "--max-new-tokens", "4")
+    assert plain.returncode == 0 and not plain.stdout.startswith("How often")  # a chat model answers by default
+    raw = run_cli("generate", run, "How often should brake fluid be replaced?", "--cache", "off", "--raw",
+                  "--max-new-tokens", "4", "--no-context")
+    assert raw.stdout.startswith("How often should brake fluid be replaced?")
     shutil.rmtree(index)
     gone = run_cli("generate", run, "How often should brake fluid be replaced?", "--chat", "--json", "--cache",
                    "off", "--max-new-tokens", "4")

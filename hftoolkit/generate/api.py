@@ -69,6 +69,10 @@ class TextGenerator:
         return self._generator
 
     @property
+    def has_chat_template(self) -> bool:
+        return bool(self._renderer.tokenizer.chat_template)
+
+    @property
     def weights_loaded(self) -> bool:
         return self._generator is not None
 

@@ -51,18 +51,19 @@ def cmd_generate(args) -> None:
     log = lambda msg: print(msg, file=sys.stderr)  # noqa: E731 - stdout carries only results
     generator = TextGenerator(args.checkpoint, cache=args.cache, system=args.system, log=log, **context_from(args))
     settings = settings_from(args)
+    chat = args.chat or (not args.raw and generator.has_chat_template)  # a chat model answers questions
     if args.stream:
         for prompt in prompts:
-            for piece in generator.stream(prompt, chat=args.chat, settings=settings):
+            for piece in generator.stream(prompt, chat=chat, settings=settings):
                 print(piece, end="", flush=True)
             print()
         return
-    for prompt, done in zip(prompts, generator.generate(prompts, args.chat, settings, args.batch_size)):
+    for prompt, done in zip(prompts, generator.generate(prompts, chat, settings, args.batch_size)):
         if args.json:
             print(json.dumps({"prompt": prompt, "completion": done.completion, "tokens": done.tokens,
                               "seconds": done.seconds, "cached": done.cached, "sources": done.sources}))
         else:
-            print(done.completion.strip() if args.chat else str(prompt) + done.completion)
+            print(done.completion.strip() if chat else str(prompt) + done.completion)
             for source in done.sources:
                 log(f"  source: {source['file']} [{source['start']}:{source['end']}] score {source['score']:.3f}")
 
@@ -155,7 +156,9 @@ def register(sub) -> None:
     gen.add_argument("checkpoint")
     gen.add_argument("prompts", nargs="*")
     gen.add_argument("--file", help="prompts: .txt one per line, or .jsonl with prompt/question/messages")
-    gen.add_argument("--chat", action="store_true", help="apply the checkpoint's chat template")
+    gen.add_argument("--chat", action="store_true",
+                     help="apply the checkpoint's chat template (the default when it has one)")
+    gen.add_argument("--raw", action="store_true", help="continue the prompt text as is, even with a chat template")
     gen.add_argument("--stream", action="store_true", help="print tokens as they come (no cache)")
     gen.add_argument("--json", action="store_true", help="one JSON object per prompt")
     gen.add_argument("--batch-size", type=int, default=8)

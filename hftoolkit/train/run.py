@@ -140,17 +140,18 @@ def summarize(recipe: Recipe, history: list[dict], train_metrics: dict, final_ev
     tokens = int(train_metrics.get("num_input_tokens_seen", 0) or
                  max((h.get("num_input_tokens_seen", 0) for h in history), default=0))
     runtime = train_metrics.get("train_runtime", wall)
-    summary = {"train_loss": train_metrics.get("train_loss"), "eval_loss_start": evals[0]["eval_loss"]}
+    start = evals[0] if evals and evals[0].get("step") == 0 else {}  # only with training.eval_on_start
+    summary = {"train_loss": train_metrics.get("train_loss"), "eval_loss_start": start.get("eval_loss")}
     if recipe.model.task == "classification":
-        summary.update({f"{k}_start": v for k, v in evals[0].items()
+        summary.update({f"{k}_start": v for k, v in start.items()
                         if k in ("eval_accuracy", "eval_f1_macro", "eval_mse", "eval_mae")})
         summary.update({k: v for k, v in final_eval.items() if k.startswith("eval_") and "runtime" not in k
                         and "per_second" not in k})
     else:
-        summary.update({"eval_perplexity_start": perplexity(evals[0]["eval_loss"]),
+        summary.update({"eval_perplexity_start": perplexity(start["eval_loss"]) if start else None,
                         "eval_loss": final_eval["eval_loss"], "eval_perplexity": perplexity(final_eval["eval_loss"])})
         if "eval_answer_accuracy" in final_eval:
-            summary.update({"eval_answer_accuracy_start": evals[0].get("eval_answer_accuracy"),
+            summary.update({"eval_answer_accuracy_start": start.get("eval_answer_accuracy"),
                             "eval_answer_accuracy": final_eval["eval_answer_accuracy"]})
     summary.update({
         "train_steps": max((h.get("step", 0) for h in history), default=0),
@@ -167,10 +168,9 @@ def summarize(recipe: Recipe, history: list[dict], train_metrics: dict, final_ev
 def headline(metrics: dict) -> str:
     """One line with the numbers that judge this kind of run, start -> end."""
     parts = []
-    for key in ("eval_perplexity", "eval_answer_accuracy", "eval_accuracy", "eval_f1_macro", "eval_mse"):
+    for key in ("eval_perplexity", "eval_answer_accuracy", "eval_accuracy", "eval_f1_macro", "eval_mse", "eval_loss"):
         if key in metrics:
             start = metrics.get(f"{key}_start")
             parts.append(f"{key[5:]} {start:.4f} -> {metrics[key]:.4f}" if start is not None
                          else f"{key[5:]} {metrics[key]:.4f}")
-    parts.append(f"eval loss {metrics['eval_loss_start']:.4f} -> {metrics['eval_loss']:.4f}")
     return ", ".join(parts) + f", {metrics['tokens_per_second']:.0f} tokens/s, {metrics['wall_time_seconds']:.1f}s"

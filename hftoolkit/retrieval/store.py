@@ -119,9 +119,10 @@ class VectorStore:
                 hits.append(Hit(*row, score=1.0 - float(distance)))
         return hits
 
-    def chunks(self, exclude: set[int] = frozenset()) -> list[Hit]:
+    def chunks(self) -> list[Hit]:
+        """Every chunk, in insertion order (score 0: not a search result)."""
         rows = self.db.execute("SELECT id, file, start, end, text FROM chunks ORDER BY id").fetchall()
-        return [Hit(*row, score=0.0) for row in rows if row[0] not in exclude]
+        return [Hit(*row, score=0.0) for row in rows]
 
     def _vectors_file(self) -> Path:
         return self.folder / f"vectors-{int(self.meta().get('generation', 0))}.usearch"

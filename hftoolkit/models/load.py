@@ -97,4 +97,3 @@ def add_lora(model, recipe: Recipe):
         return get_peft_model(model, config)
     except ValueError as exc:
         raise UserError(f"training.lora.target_modules: {exc}") from None
-

@@ -35,10 +35,8 @@ def choose_passages(hits: list[Hit], facts: list[str], top_k: int, distractor_on
                  and not any(contains(h.text, f) for f in facts)]
         distractors += rng.sample(spare, min(len(spare), top_k - len(distractors)))
     if distractor_only or not bearing:
-        chosen = distractors[:top_k]
-    else:
-        chosen = [bearing[0]] + distractors[:top_k - 1]
-    return chosen
+        return distractors[:top_k]
+    return [bearing[0]] + distractors[:top_k - 1]
 
 
 def add_passages(split, retriever, tokenizer, recipe, training: bool):
@@ -70,7 +68,6 @@ def add_passages(split, retriever, tokenizer, recipe, training: bool):
     return split.add_column(PASSAGES_COLUMN, blocks), stats
 
 
-
 def attach_passages(loaded, recipe, tokenizer, log=print):
     """(loaded data with passages in both splits, the Retriever): builds or updates the index first when
     data.retrieval.corpus is set. The preprocessing cache key gains the index's fingerprint."""
@@ -80,8 +77,8 @@ def attach_passages(loaded, recipe, tokenizer, log=print):
 
     settings = recipe.data.retrieval
     if settings.corpus:
-        build_index(settings.corpus, settings.index, IndexSettings(settings.embedder, settings.chunk_tokens,
-                                                                   max(0, settings.chunk_tokens // 4)), log=log)
+        build_index(settings.corpus, settings.index,
+                    IndexSettings(settings.embedder, settings.chunk_tokens, settings.chunk_tokens // 4), log=log)
     retriever = Retriever(settings.index, log=log)
     train, train_stats = add_passages(loaded.train, retriever, tokenizer, recipe, training=True)
     validation, validation_stats = add_passages(loaded.validation, retriever, tokenizer, recipe, training=False)

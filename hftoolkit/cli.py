@@ -242,6 +242,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     register_generation(sub)
 
+    from hftoolkit.db.cli_commands import register as register_data
+
+    register_data(sub)
+
     classify = sub.add_parser("classify", help="labels with scores from a classifier checkpoint")
     classify.add_argument("checkpoint")
     classify.add_argument("texts", nargs="*")

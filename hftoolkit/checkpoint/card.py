@@ -39,8 +39,8 @@ def model_card(recipe: dict, metrics: dict, task_class: str) -> str:
         "## How it was made", "",
         f"- Base model: {base}",
         f"- Task: {model['task']}",
-        f"- Training data: `{data['train']}` (format: {data['format']}); validation: "
-        f"`{data['validation'] or str(data['validation_percent']) + '% split of the training data'}`",
+        f"- Training data: `{_source(data['train'])}` (format: {data['format']}); validation: "
+        f"`{_source(data['validation']) if data['validation'] else str(data['validation_percent']) + '% split of the training data'}`",
         f"- Epochs: {training['epochs']}, max steps: {training['max_steps']}, batch size: {training['batch_size']}"
         f" x {training['gradient_accumulation']} accumulation, learning rate: {training['learning_rate']}",
         f"- LoRA: {'r=%d, alpha=%d' % (training['lora']['r'], training['lora']['alpha']) if training['lora']['enabled'] else 'no (all weights trained)'}",
@@ -56,6 +56,13 @@ def model_card(recipe: dict, metrics: dict, task_class: str) -> str:
               "Packing/preprocessing statistics:", "", "```json",
               json.dumps(metrics.get("preprocessing", {}), indent=2), "```", ""]
     return "\n".join(lines)
+
+
+def _source(spec) -> str:
+    """A data source as saved in recipe.yaml (database URIs already masked)."""
+    if isinstance(spec, dict):
+        return f"{spec['uri']} " + (f"table {spec['table']}" if spec.get("table") else f"query {spec['query']}")
+    return str(spec)
 
 
 def _fmt(value) -> str:

@@ -17,8 +17,8 @@ def preprocess(recipe: Recipe, loaded: LoadedData, tokenizer, labels: list[str] 
     """Model inputs for train/validation, their stats, and whether the cache was hit."""
     data, prep = recipe.data, recipe.preprocess
     key = {"data_hash": loaded.content_hash, "tokenizer": tokenizer_fingerprint(tokenizer),
-           "preprocess": asdict(prep), "data": {k: v for k, v in asdict(data).items() if k not in ("train",
-                                                                                                  "validation")},
+           "preprocess": asdict(prep), "data": {k: v for k, v in asdict(data).items()
+                    if k not in ("train", "validation", "extra_text")},  # sources: in data_hash, no passwords
            "task": recipe.model.task, "problem_type": recipe.model.problem_type, "labels": labels,
            "seed": recipe.training.seed, "version": 1}
 

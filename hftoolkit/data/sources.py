@@ -1,7 +1,8 @@
 """Step 1 of the flow: find the data files a recipe names and load them as a DatasetDict.
 
-Local .txt/.csv/.json/.jsonl/.parquet files, globs and folders of them, or a hub
-dataset id. Text files are split into documents on blank lines (paragraphs).
+Local .txt/.csv/.json/.jsonl/.parquet files, globs and folders of them, a hub
+dataset id, or a database table/query (`db.source`). Text files are split into
+documents on blank lines (paragraphs).
 """
 
 from __future__ import annotations
@@ -21,6 +22,11 @@ BUILDERS = {".txt": "text", ".csv": "csv", ".json": "json", ".jsonl": "json", ".
 
 def expand_files(spec: str, field: str) -> list[Path] | None:
     """Local files for `spec`, or None when it can only be a hub dataset id."""
+    from hftoolkit.db.uri import is_database_uri, redact
+
+    if is_database_uri(spec):
+        raise UserError(f"{field}: a database source needs a table or query; write {field}: "
+                        f"{{uri: {redact(spec)}, table: NAME}} (or query: SELECT ...)")
     path = Path(resolve_data_path(spec))
     if path.is_dir():
         files = sorted(p for p in path.rglob("*") if p.suffix in BUILDERS and p.is_file())
@@ -47,11 +53,15 @@ def _looks_like_hub_id(spec: str) -> bool:
             and not Path(spec).suffix and all(parts))
 
 
-def load_split(spec: str, field: str):
-    """Load one split (all its files) as a `datasets.Dataset`."""
+def load_split(spec, field: str):
+    """Load one split (all its files, or its database rows) as a `datasets.Dataset`."""
     import datasets
 
     datasets.disable_progress_bars()  # "Generating split" bars say nothing useful for local files
+    if not isinstance(spec, str):
+        from hftoolkit.db.source import load_sql
+
+        return load_sql(spec, field)
     files = expand_files(spec, field)
     if files is None:
         return _load_from_hub(spec, field)
@@ -79,16 +89,29 @@ def _load_from_hub(dataset_id: str, field: str):
                         f"({type(exc).__name__}); use a local file or check HF_ENDPOINT/network") from None
 
 
-def require_columns(available: list[str], columns: list[tuple[str, str]], spec: str) -> None:
+def describe(spec) -> str:
+    """A split's source for messages and model cards: the path, or the database (password masked) and table."""
+    if isinstance(spec, str):
+        return spec
+    from hftoolkit.db.source import describe as describe_sql
+
+    return describe_sql(spec)
+
+
+def require_columns(available: list[str], columns: list[tuple[str, str]], spec) -> None:
     """Each (recipe field, column name) must be among the `available` columns."""
     for field, column in columns:
         if column not in available:
-            raise UserError(f"{field}: column '{column}' is not in '{spec}' (columns: "
+            raise UserError(f"{field}: column '{column}' is not in '{describe(spec)}' (columns: "
                             f"{', '.join(available)}); set {field} to one of them")
 
 
-def peek_columns(spec: str, field: str) -> list[str] | None:
+def peek_columns(spec, field: str) -> list[str] | None:
     """Column names of local data without loading it (None for hub ids): lets recipe checks stay instant."""
+    if not isinstance(spec, str):
+        from hftoolkit.db.source import sql_columns
+
+        return sql_columns(spec, field)
     files = expand_files(spec, field)
     if files is None:
         return None
@@ -122,8 +145,12 @@ def _json_columns(path: Path) -> list[str]:
     return list(record) if isinstance(record, dict) else []
 
 
-def fingerprint(spec: str, dataset) -> str:
-    """Content hash of the files behind `spec` (or the hub dataset's own fingerprint)."""
+def fingerprint(spec, dataset) -> str:
+    """Content hash of the files behind `spec` (the rows of a database split, the hub dataset's fingerprint)."""
+    if not isinstance(spec, str):
+        from hftoolkit.db.source import sql_fingerprint
+
+        return sql_fingerprint(spec, dataset)
     files = expand_files(spec, "data")
     digest = hashlib.sha256()
     if files is None:

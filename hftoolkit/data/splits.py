@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from hftoolkit.data.sources import fingerprint, load_split, require_columns
+from hftoolkit.data.sources import describe, fingerprint, load_split, require_columns
 from hftoolkit.errors import UserError
 from hftoolkit.recipe.schema import DataSection
 
@@ -34,16 +34,18 @@ def load_data(data: DataSection, seed: int, task: str = "causal_lm") -> LoadedDa
     train = load_split(data.train, "data.train")
     require_columns(train.column_names, required_columns(data, task), data.train)
     hashes = [fingerprint(data.train, train)]
+    train = decode_messages(train, data)
     if data.validation:
         validation = load_split(data.validation, "data.validation")
         require_columns(validation.column_names, required_columns(data, task), data.validation)
         hashes.append(fingerprint(data.validation, validation))
+        validation = decode_messages(validation, data)
     else:
         if not 0 < data.validation_percent < 100:
             raise UserError(f"data.validation_percent: {data.validation_percent} must be between 0 and 100 "
                             "(exclusive), or set data.validation to a file")
         if len(train) < 2:
-            raise UserError(f"data.train: '{data.train}' has {len(train)} document(s); need at least 2 "
+            raise UserError(f"data.train: '{describe(data.train)}' has {len(train)} document(s); need at least 2 "
                             "to split off validation, or set data.validation")
         parts = train.train_test_split(test_size=data.validation_percent / 100, seed=seed)
         train, validation = parts["train"], parts["test"]
@@ -55,3 +57,19 @@ def load_data(data: DataSection, seed: int, task: str = "causal_lm") -> LoadedDa
         require_columns(extra.column_names, [("data.text_column", data.text_column)], data.extra_text)
         hashes.append(fingerprint(data.extra_text, extra))
     return LoadedData(train, validation, "-".join(hashes), extra)
+
+
+def decode_messages(split, data: DataSection):
+    """Chat messages stored as JSON text (database columns hold text) become lists of messages again."""
+    import json
+
+    column = data.messages_column
+    dtype = getattr(split.features[column], "dtype", None) if column in split.column_names else None
+    stored_as_text = dtype in ("string", "large_string")
+    if data.format != "chat" or not stored_as_text:
+        return split
+    try:
+        return split.map(lambda row: {column: json.loads(row[column])})
+    except ValueError:
+        raise UserError(f"data.messages_column: '{column}' holds text that is not a JSON list of messages; store "
+                        "each row's messages as JSON (hftoolkit data import --format chat does)") from None

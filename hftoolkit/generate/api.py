@@ -5,6 +5,7 @@
     gen.generate(["Brake pads", "Tyres"], chat=False)    # batch of raw prompts
     for piece in gen.stream("What is ABS?"): ...         # tokens as they come
     TextGenerator("runs/cars_qa", context="runs/cars_index")  # answer from retrieved passages
+    TextGenerator("runs/cars_qa", request_log="sqlite:///answers.db")  # log every answer for rating
 
 With `context` ("auto" by default: the index the checkpoint was trained with,
 when it exists) each question is first searched in the corpus index and the best
@@ -49,17 +50,20 @@ class _TokenizerOnly:
 class TextGenerator:
     def __init__(self, checkpoint: str, cache: str | None = "disk", cache_ttl: int | None = None,
                  system: str | None = None, log=print, context: str | None = "auto", top_k: int | None = None,
-                 context_tokens: int | None = None):
+                 context_tokens: int | None = None, request_log=None):
         check_checkpoint(checkpoint)
         self.checkpoint, self.log = checkpoint, log
         self.system = system if system is not None else saved_system_prompt(checkpoint)
         self.cache = ResponseCache(open_backend(cache, cache_ttl), warn=log)
-        self.model_hash = model_fingerprint(checkpoint) if cache not in (None, "off", "none") else ""
+        self.request_log = _open_request_log(request_log, log)
+        wants_hash = cache not in (None, "off", "none") or self.request_log is not None
+        self.model_hash = model_fingerprint(checkpoint) if wants_hash else ""
         self._renderer = _TokenizerOnly(checkpoint)
         self._generator: Generator | None = None
         self.context = open_context(checkpoint, context, top_k, context_tokens, log)
         self.context_length = context_length(checkpoint)
         self.last_passages: list = []  # what the latest stream() put into its prompt
+        self.last_log_id: int | None = None  # the generation-log row of the latest stream()
 
     @property
     def generator(self) -> Generator:
@@ -123,9 +127,17 @@ class TextGenerator:
                 results[i] = done
                 if cacheable:
                     self.cache.set(keys[i], {"completion": done.completion, "tokens": done.tokens})
-        for result, (_, used) in zip(results, prepared):
+        for prompt, result, (_, used) in zip(prompts, results, prepared):
             result.passages = used
+            result.log_id = self._log_request(prompt, result, settings)
         return results
+
+    def _log_request(self, prompt, result: Completion, settings: GenerationSettings) -> int | None:
+        if self.request_log is None:
+            return None
+        return self.request_log.record(self.checkpoint, self.model_hash, question_of(prompt),
+                                       result.completion.strip(), settings.as_dict(), result.sources,
+                                       result.seconds, result.cached)
 
     def _context_key(self, used: list) -> dict:
         """Cache-key part for retrieval: the index's content and the exact chunks used."""
@@ -144,6 +156,7 @@ class TextGenerator:
         from transformers import TextIteratorStreamer
 
         settings = settings or GenerationSettings()
+        started = time.perf_counter()
         gen = self.generator
         [(text, self.last_passages)] = self.prepare([prompt], chat, settings.max_new_tokens)
         inputs = gen._encode([text], settings.max_new_tokens, self.log)
@@ -168,9 +181,21 @@ class TextGenerator:
                 cut = cut_at_stop(produced + piece, settings.stop)
                 if len(cut) < len(produced + piece):
                     yield cut[len(produced):]
+                    produced = cut
                     break
             produced += piece
             yield piece
         worker.join()
         if errors:
             raise errors[0]
+        done = Completion(text, produced, 0, round(time.perf_counter() - started, 6), passages=self.last_passages)
+        self.last_log_id = self._log_request(prompt, done, settings)
+
+
+def _open_request_log(request_log, warn):
+    """A GenerationLog from a URI (or one given ready-made), or None."""
+    if request_log is None or not isinstance(request_log, str):
+        return request_log
+    from hftoolkit.db.generation_log import GenerationLog
+
+    return GenerationLog(request_log, warn=warn)

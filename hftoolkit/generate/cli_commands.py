@@ -45,11 +45,13 @@ def settings_from(args):
 
 
 def cmd_generate(args) -> None:
+    from hftoolkit.db.uri import redact
     from hftoolkit.generate.api import TextGenerator
 
     prompts = read_prompts(args.prompts, args.file)
     log = lambda msg: print(msg, file=sys.stderr)  # noqa: E731 - stdout carries only results
-    generator = TextGenerator(args.checkpoint, cache=args.cache, system=args.system, log=log, **context_from(args))
+    generator = TextGenerator(args.checkpoint, cache=args.cache, system=args.system, log=log,
+                              request_log=args.log, **context_from(args))
     settings = settings_from(args)
     chat = args.chat or (not args.raw and generator.has_chat_template)  # a chat model answers questions
     if args.stream:
@@ -61,18 +63,22 @@ def cmd_generate(args) -> None:
     for prompt, done in zip(prompts, generator.generate(prompts, chat, settings, args.batch_size)):
         if args.json:
             print(json.dumps({"prompt": prompt, "completion": done.completion, "tokens": done.tokens,
-                              "seconds": done.seconds, "cached": done.cached, "sources": done.sources}))
+                              "seconds": done.seconds, "cached": done.cached, "sources": done.sources,
+                              **({"log_id": done.log_id} if args.log else {})}))
         else:
             print(done.completion.strip() if chat else str(prompt) + done.completion)
             for source in done.sources:
                 log(f"  source: {source['file']} [{source['start']}:{source['end']}] score {source['score']:.3f}")
+            if done.log_id is not None:
+                log(f"  logged as #{done.log_id} (rate it: hftoolkit data rate {redact(args.log)} {done.log_id} "
+                    "good|bad)")
 
 
 def cmd_chat(args) -> None:
     from hftoolkit.generate.api import TextGenerator
 
     generator = TextGenerator(args.checkpoint, cache="off", system=args.system,
-                              log=lambda m: print(m, file=sys.stderr), **context_from(args))
+                              log=lambda m: print(m, file=sys.stderr), request_log=args.log, **context_from(args))
     settings = settings_from(args)
     history: list[dict] = []
     print("chat with", args.checkpoint, "- /reset clears the conversation, /exit quits", file=sys.stderr)
@@ -92,6 +98,8 @@ def cmd_chat(args) -> None:
             reply += piece
             print(piece, end="", flush=True)
         print()
+        if generator.last_log_id is not None:
+            print(f"(logged as #{generator.last_log_id})", file=sys.stderr)
         history.append({"role": "assistant", "content": reply.strip()})
 
 
@@ -148,6 +156,8 @@ def add_generation_options(parser) -> None:
     parser.add_argument("--stop", action="append", help="stop string (repeatable)")
     parser.add_argument("--seed", type=int, help="seed for sampling; makes sampled answers cacheable")
     parser.add_argument("--system", help="system message for chat mode (default: the one it was trained with)")
+    parser.add_argument("--log", metavar="URI", help="record every request and answer in this database "
+                        "(sqlite:///answers.db or postgresql://...) for `hftoolkit data rate`/`export-log`")
     add_context_options(parser)
 
 

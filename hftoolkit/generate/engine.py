@@ -43,6 +43,7 @@ class Completion:
     seconds: float
     cached: bool = False
     passages: list = field(default_factory=list)  # retrieval.store.Hit objects put into the prompt
+    log_id: int | None = None  # its row in the generation log, when one is kept
 
     @property
     def sources(self) -> list[dict]:

@@ -95,7 +95,11 @@ def coerce(value: Any, hint: Any, name: str) -> Any:
         if value is None and type(None) in args:
             return None
         inner = [a for a in args if a is not type(None)]
-        return coerce(value, inner[0], name)
+        mappings = [a for a in inner if dataclasses.is_dataclass(a)]
+        if isinstance(value, dict) and mappings:  # e.g. data.train: {uri: ..., table: ...}
+            return build(mappings[0], value, f"{name}.")
+        plain = [a for a in inner if not dataclasses.is_dataclass(a)]
+        return coerce(value, (plain or inner)[0], name)
     if dataclasses.is_dataclass(hint):
         return build(hint, {} if value is None else value, f"{name}.")
     if origin is typing.Literal:
@@ -130,8 +134,14 @@ def coerce(value: Any, hint: Any, name: str) -> Any:
 
 
 def to_dict(recipe: Recipe) -> dict:
-    """The resolved recipe as plain data, for saving beside the checkpoint."""
-    return dataclasses.asdict(recipe)
+    """The resolved recipe as plain data, for saving beside the checkpoint: database passwords masked."""
+    from hftoolkit.db.uri import redact
+
+    data = dataclasses.asdict(recipe)
+    for field in ("train", "validation", "extra_text"):
+        if isinstance(data["data"][field], dict):
+            data["data"][field]["uri"] = redact(data["data"][field]["uri"])
+    return data
 
 
 def _did_you_mean(word: str, choices: list[str]) -> str:

@@ -7,7 +7,7 @@ merging and type checks live in `recipe.load`, not here.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Literal, Optional
+from typing import Any, Literal, Optional, Union
 
 
 def knob(default: Any = None, help: str = "", **kwargs) -> Any:
@@ -61,9 +61,19 @@ class Retrieval:
 
 
 @dataclass
+class SqlSource:
+    uri: str = knob("", "sqlite:///path.db or postgresql://user@host:port/db; a password may come from the URI, "
+                        "PGPASSWORD or ~/.pgpass and is never saved or printed")
+    table: Optional[str] = knob(None, "read every row of this table (ordered by its id column when it has one)")
+    query: Optional[str] = knob(None, "or read the rows this SELECT returns")
+
+
+@dataclass
 class DataSection:
-    train: str = knob("", "file, glob, folder, bundled:// path or hub dataset id")
-    validation: Optional[str] = knob(None, "validation data; when unset, `validation_percent` is split off")
+    train: Union[str, SqlSource] = knob("", "file, glob, folder, bundled:// path, hub dataset id, or a database "
+                                            "table/query as {uri: ..., table: ...} or {uri: ..., query: ...}")
+    validation: Optional[Union[str, SqlSource]] = knob(None, "validation data (same forms as train); when unset, "
+                                                             "`validation_percent` is split off")
     validation_percent: float = knob(10.0, "percent of training documents held out (deterministic)")
     format: Literal["text", "qa", "chat"] = knob(
         "text", "text: plain corpus; qa: question/answer columns; chat: a messages column")
@@ -73,7 +83,7 @@ class DataSection:
     answer_column: str = knob("answer", "column holding answers (format: qa)")
     messages_column: str = knob("messages", "column holding chat messages (format: chat)")
     system_prompt: Optional[str] = knob(None, "system message added to every qa example")
-    extra_text: Optional[str] = knob(None, "qa/chat only: a plain-text corpus trained on alongside the examples "
+    extra_text: Optional[Union[str, SqlSource]] = knob(None, "qa/chat only: a plain-text corpus trained on alongside the examples "
                                            "(packed, full loss), so the model learns the documents too")
     max_train_samples: Optional[int] = knob(None, "debug: keep only the first N training documents")
     retrieval: Optional[Retrieval] = knob(None, "qa only: put retrieved corpus passages into each question "

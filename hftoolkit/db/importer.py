@@ -1,0 +1,134 @@
+"""`hftoolkit data import` and `data show`: files into a database table a recipe can train from.
+
+Files are read with the same readers recipes use (a .txt becomes one row per
+paragraph), so a recipe reading the table sees exactly the documents it would
+read from the files. Every row carries a hash of its content: importing the
+same files again adds nothing. All files are read and checked before the
+database is touched, and the rows go in one transaction.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+
+from hftoolkit.db.uri import database_errors, open_engine, redact
+from hftoolkit.errors import UserError
+
+FORMAT_COLUMNS = {"text": ["text"], "qa": ["question", "answer"], "chat": ["messages"],
+                  "classification": ["text", "label"]}
+BATCH_ROWS = 1_000
+
+
+@dataclass
+class ImportResult:
+    files: int
+    rows_read: int
+    rows_added: int
+    rows_in_table: int
+
+    @property
+    def duplicates(self) -> int:
+        return self.rows_read - self.rows_added
+
+
+def read_rows(files: list[str], data_format: str) -> list:
+    """Each file as a Dataset with the format's columns, checked before anything is written."""
+    from hftoolkit.data.sources import load_split, require_columns
+
+    columns = FORMAT_COLUMNS[data_format]
+    splits = []
+    for file in files:
+        split = load_split(file, "FILES")
+        require_columns(split.column_names, [("--format " + data_format, c) for c in columns], file)
+        if data_format == "classification" and split.features["label"].dtype not in ("string", "large_string", "int64", "float64"):
+            raise UserError(f"FILES: '{file}' has list labels (multi-label); import one label per row, or keep "
+                            "multi-label data in JSONL files")
+        splits.append(split.select_columns(columns))
+    return splits
+
+
+def row_values(row: dict, data_format: str) -> dict:
+    """A row as stored: messages as JSON text; a content hash over all of it."""
+    values = {k: json.dumps(v, ensure_ascii=False) if k == "messages" else v for k, v in row.items()}
+    values["content_hash"] = hashlib.sha256(json.dumps(values, sort_keys=True, default=str).encode()).hexdigest()
+    return values
+
+
+def table_for(metadata, name: str, data_format: str, label_type):
+    from sqlalchemy import Column, Integer, String, Table, Text
+
+    columns = [Column(c, label_type if c == "label" else Text, nullable=True) for c in FORMAT_COLUMNS[data_format]]
+    return Table(name, metadata, Column("id", Integer, primary_key=True, autoincrement=True), *columns,
+                 Column("content_hash", String(64), nullable=False, unique=True))
+
+
+def import_files(files: list[str], uri: str, table: str, data_format: str) -> ImportResult:
+    """Add the rows of `files` to `table` (created if missing), skipping rows already there."""
+    from sqlalchemy import Float, MetaData, Text, func, inspect, select
+
+    if data_format not in FORMAT_COLUMNS:
+        raise UserError(f"--format: '{data_format}' is not one of {', '.join(FORMAT_COLUMNS)}")
+    if not table or not table.replace("_", "").isalnum():
+        raise UserError(f"--table: '{table}' must be letters, digits and underscores")
+    splits = read_rows(files, data_format)
+    numeric = data_format == "classification" and splits[0].features["label"].dtype in ("int64", "float64")
+    engine = open_engine(uri, "--to", create=True)
+    try:
+        with database_errors(uri, "--to"):
+            existing = inspect(engine).get_table_names()
+            target = table_for(MetaData(), table, data_format, Float if numeric else Text)
+            if table in existing:
+                have = {c["name"] for c in inspect(engine).get_columns(table)}
+                missing = [c.name for c in target.columns if c.name not in have]
+                if missing:
+                    raise UserError(f"--table: '{table}' exists in {redact(uri)} without column(s) "
+                                    f"{', '.join(missing)}; choose another --table or --format")
+            read = added = 0
+            with engine.begin() as connection:  # one transaction: all rows or none
+                target.create(connection, checkfirst=True)
+                before = connection.execute(select(func.count()).select_from(target)).scalar_one()
+                insert = _insert_skipping_duplicates(engine, target)
+                for split in splits:
+                    for start in range(0, len(split), BATCH_ROWS):
+                        rows = [row_values(r, data_format) for r in split.select(
+                            range(start, min(start + BATCH_ROWS, len(split))))]
+                        connection.execute(insert, rows)
+                        read += len(rows)
+                total = connection.execute(select(func.count()).select_from(target)).scalar_one()
+                added = total - before
+    finally:
+        engine.dispose()
+    return ImportResult(len(files), read, added, total)
+
+
+def _insert_skipping_duplicates(engine, table):
+    """INSERT that leaves rows whose content hash is already in the table."""
+    if engine.dialect.name == "sqlite":
+        from sqlalchemy.dialects.sqlite import insert
+    else:
+        from sqlalchemy.dialects.postgresql import insert
+    return insert(table).on_conflict_do_nothing(index_elements=["content_hash"])
+
+
+def show_table(uri: str, table: str, rows: int = 3) -> dict:
+    """Row count, columns and the first `rows` rows of a table."""
+    from sqlalchemy import MetaData, Table, func, inspect, select
+
+    engine = open_engine(uri, "URI")
+    try:
+        with database_errors(uri, "URI"):
+            tables = inspect(engine).get_table_names()
+            if table not in tables:
+                raise UserError(f"--table: '{table}' is not a table in {redact(uri)} (tables: "
+                                f"{', '.join(tables) or 'none'})")
+            target = Table(table, MetaData(), autoload_with=engine)
+            with engine.connect() as connection:
+                count = connection.execute(select(func.count()).select_from(target)).scalar_one()
+                order = [target.c.id] if "id" in target.c else []
+                first = connection.execute(select(target).order_by(*order).limit(rows)).mappings().all()
+    finally:
+        engine.dispose()
+    return {"table": table, "rows": count, "columns": [c.name for c in target.columns],
+            "first": [dict(r) for r in first]}

@@ -9,6 +9,7 @@ import os
 import subprocess
 import sys
 import textwrap
+from pathlib import Path
 
 import pytest
 import yaml
@@ -27,9 +28,9 @@ def postgres():
     server.close()
 
 
-def all_files_text(folder) -> str:
-    return "\n".join(p.read_text(errors="replace") for p in folder.rglob("*") if p.is_file()
-                     and p.suffix in (".json", ".yaml", ".md", ".txt", ".jsonl"))
+def all_bytes(folder) -> bytes:
+    """Every file of a run folder (TensorBoard events and Trainer state included), concatenated."""
+    return b"\n".join(p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file())
 
 
 def test_recipe_from_postgres_ends_with_the_same_eval_loss_as_from_files(tmp_path, postgres):
@@ -54,7 +55,8 @@ def test_recipe_from_postgres_ends_with_the_same_eval_loss_as_from_files(tmp_pat
     assert runs["db"]["eval_loss"] < runs["db"]["eval_loss_start"]
     assert runs["db"]["preprocessing"] == runs["files"]["preprocessing"]
     saved = tmp_path / "db" / "run"
-    assert PASSWORD not in all_files_text(saved)  # recipe.yaml, model card, logs
+    assert PASSWORD.encode() not in all_bytes(saved)  # recipe.yaml, model card, logs, Trainer state
+    assert PASSWORD.encode() not in all_bytes(Path(os.environ["HFTOOLKIT_CACHE"]))  # preprocessing cache keys
     assert yaml.safe_load((saved / "recipe.yaml").read_text())["data"]["train"] == {
         "uri": uri.replace(PASSWORD, "***"), "table": "brakes", "query": None}
 

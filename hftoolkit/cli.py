@@ -78,9 +78,39 @@ def cmd_models_pull(args) -> None:
 
 
 def cmd_convert(args) -> None:
-    from hftoolkit.models.gguf_convert import convert_gguf
+    from pathlib import Path
 
-    print(convert_gguf(args.gguf, args.dest))
+    if Path(args.source).suffix == ".gguf":
+        from hftoolkit.models.gguf_convert import convert_gguf
+
+        print(convert_gguf(args.source, args.dest))
+        return
+    from hftoolkit.models.hdf5 import checkpoint_to_hdf5, hdf5_to_checkpoint
+
+    if Path(args.source).suffix in (".h5", ".hdf5"):
+        print(hdf5_to_checkpoint(args.source, args.dest))
+    elif Path(args.dest).suffix in (".h5", ".hdf5"):
+        print(checkpoint_to_hdf5(args.source, args.dest))
+    else:
+        raise UserError(f"convert: nothing to do from '{args.source}' to '{args.dest}'; use FILE.gguf DEST, "
+                        "CHECKPOINT OUT.h5 or FILE.h5 DEST")
+
+
+def cmd_push(args) -> None:
+    from hftoolkit.hub.share import push_checkpoint
+
+    done = push_checkpoint(args.checkpoint, args.repo_id, private=args.private, revision=args.revision,
+                           commit_message=args.commit_message, endpoint=args.endpoint,
+                           include_training_state=args.include_training_state)
+    print(f"pushed {done['files']} files of {args.checkpoint} to {done['repo_id']}@{done['revision']}: "
+          f"commit {done['commit']} ({done['url']})")
+
+
+def cmd_pull(args) -> None:
+    from hftoolkit.hub.share import pull_checkpoint
+
+    done = pull_checkpoint(args.repo_id, args.dest, revision=args.revision, endpoint=args.endpoint)
+    print(f"pulled {done['repo_id']}@{done['revision']} (commit {done['commit']}) into {done['dest']}")
 
 
 def cmd_merge(args) -> None:
@@ -200,10 +230,28 @@ def build_parser() -> argparse.ArgumentParser:
     pull.add_argument("--dest", help="copy the checkpoint here too")
     pull.set_defaults(func=cmd_models_pull)
 
-    convert = sub.add_parser("convert", help="GGUF file -> safetensors checkpoint folder")
-    convert.add_argument("gguf")
-    convert.add_argument("dest")
+    convert = sub.add_parser("convert", help="GGUF -> checkpoint folder; checkpoint <-> HDF5 (.h5)")
+    convert.add_argument("source", help="FILE.gguf, a checkpoint folder, or FILE.h5")
+    convert.add_argument("dest", help="new checkpoint folder, or OUT.h5 for a checkpoint source")
     convert.set_defaults(func=cmd_convert)
+
+    push = sub.add_parser("push", help="upload a checkpoint folder to a model hub")
+    push.add_argument("checkpoint")
+    push.add_argument("repo_id", metavar="REPO_ID", help="OWNER/NAME (created when missing)")
+    push.add_argument("--private", action="store_true", help="create the repository private")
+    push.add_argument("--revision", default="main", help="branch to commit to (created when missing)")
+    push.add_argument("--commit-message")
+    push.add_argument("--endpoint", help="hub URL (default: HF_ENDPOINT, else huggingface.co)")
+    push.add_argument("--include-training-state", action="store_true",
+                      help="also upload checkpoints/ (optimizer and scheduler state for resuming)")
+    push.set_defaults(func=cmd_push)
+
+    pull_hub = sub.add_parser("pull", help="download a model from a hub into a new folder (safetensors only)")
+    pull_hub.add_argument("repo_id", metavar="REPO_ID")
+    pull_hub.add_argument("dest")
+    pull_hub.add_argument("--revision", default="main", help="branch, tag or commit; the commit is recorded")
+    pull_hub.add_argument("--endpoint", help="hub URL (default: HF_ENDPOINT, else huggingface.co)")
+    pull_hub.set_defaults(func=cmd_pull)
 
     merge = sub.add_parser("merge", help="LoRA adapter folder -> plain merged checkpoint")
     merge.add_argument("adapter_dir")

@@ -15,7 +15,6 @@ from conftest import run_cli
 from hftoolkit.data.chat_format import encode_conversation, show_loss_mask, to_messages
 from hftoolkit.evaluation.answer_match import contains
 from hftoolkit.generate.api import TextGenerator
-from hftoolkit.generate.engine import GenerationSettings
 from hftoolkit.retrieval.index import Retriever
 
 QUIET = lambda message: None  # noqa: E731

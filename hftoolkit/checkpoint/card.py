@@ -28,13 +28,20 @@ def plot_loss_curve(log_history: list[dict], path: Path) -> None:
     plt.close(fig)
 
 
+PIPELINE_TAGS = {"causal_lm": "text-generation", "masked_lm": "fill-mask", "classification": "text-classification"}
+
+
 def model_card(recipe: dict, metrics: dict, task_class: str) -> str:
-    """README.md for the folder: what data, how trained, the numbers, how to load."""
+    """README.md for the folder: a huggingface_hub ModelCard whose metadata (base model, license, hub datasets,
+    metrics as model-index) the hub validates, and whose text says what data, how trained and the numbers."""
+    from huggingface_hub import ModelCard
+
     data, training, model = recipe["data"], recipe["training"], recipe["model"]
     base = model["name"] or f"new {model['from_scratch']['architecture']} (trained from scratch)"
+    name = Path(recipe["output"]["dir"]).name
     lines = [
-        "---", "library_name: transformers", "tags: [hftoolkit]", "---", "",
-        f"# {Path(recipe['output']['dir']).name}", "",
+        "---", card_metadata(recipe, metrics, name).to_yaml(), "---", "",
+        f"# {name}", "",
         recipe.get("description") or "Fine-tuned with hftoolkit.", "",
         "## How it was made", "",
         f"- Base model: {base}",
@@ -55,7 +62,40 @@ def model_card(recipe: dict, metrics: dict, task_class: str) -> str:
               'tokenizer = AutoTokenizer.from_pretrained("path/to/this/folder")', "```", "",
               "Packing/preprocessing statistics:", "", "```json",
               json.dumps(metrics.get("preprocessing", {}), indent=2), "```", ""]
-    return "\n".join(lines)
+    return str(ModelCard("\n".join(lines)))  # parsing validates the metadata block
+
+
+def card_metadata(recipe: dict, metrics: dict, name: str):
+    """Hub metadata: the final eval metrics become model-index results on the validation data."""
+    from huggingface_hub import EvalResult, ModelCardData
+
+    from hftoolkit.models.registry import known_model
+
+    data, model = recipe["data"], recipe["model"]
+    base = None
+    if model["name"]:
+        known = known_model(model["name"])
+        base = known.hub_id if known else (model["name"] if _is_hub_id(model["name"]) else None)
+    hub_data = [spec for spec in (data["train"], data["validation"]) if isinstance(spec, str) and _is_hub_id(spec)]
+    task = PIPELINE_TAGS[model["task"]]
+    validation = _source(data["validation"]) if data["validation"] else f"{_source(data['train'])} (split)"
+    results = [EvalResult(task_type=task, dataset_type=hub_data[-1] if hub_data else "custom",
+                          dataset_name=validation, metric_type=key.removeprefix("eval_"), metric_value=value,
+                          metric_name=key.replace("_", " "))
+               for key, value in metrics.items()
+               if key.startswith("eval_") and not key.endswith("_start") and isinstance(value, (int, float))
+               and key not in ("eval_runtime", "eval_samples_per_second", "eval_steps_per_second")]
+    return ModelCardData(base_model=base, license=recipe["output"].get("license"), library_name="transformers",
+                         tags=["hftoolkit", model["task"]], pipeline_tag=task, datasets=sorted(set(hub_data)) or None,
+                         model_name=name, eval_results=results or None)
+
+
+def _is_hub_id(spec: str) -> bool:
+    """OWNER/NAME that is not a local path: worth naming in hub metadata."""
+    from hftoolkit.data.sources import looks_like_hub_id
+    from hftoolkit.paths import resolve_data_path
+
+    return "/" in spec and looks_like_hub_id(spec) and not Path(resolve_data_path(spec)).exists()
 
 
 def _source(spec) -> str:

@@ -42,12 +42,12 @@ def expand_files(spec: str, field: str) -> list[Path] | None:
         if not files:
             raise UserError(f"{field}: glob '{spec}' matches no {'/'.join(BUILDERS)} files")
         return files
-    if _looks_like_hub_id(spec):
+    if looks_like_hub_id(spec):
         return None
     raise UserError(f"{field}: file '{spec}' does not exist; give a file, folder, glob or hub dataset id")
 
 
-def _looks_like_hub_id(spec: str) -> bool:
+def looks_like_hub_id(spec: str) -> bool:
     parts = spec.split("/")
     return (not spec.startswith((".", "/", "~", "bundled://")) and len(parts) <= 2
             and not Path(spec).suffix and all(parts))

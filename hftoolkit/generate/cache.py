@@ -15,6 +15,7 @@ import sys
 from pathlib import Path
 
 from hftoolkit.errors import UserError
+from hftoolkit.file_hash import sha256_file
 from hftoolkit.paths import cache_dir
 
 MODEL_FILES = ("*.safetensors", "*.bin", "config.json", "tokenizer.json", "tokenizer_config.json",
@@ -39,20 +40,12 @@ def model_fingerprint(path: str) -> str:
         info = file.stat()
         stamp = f"{file.resolve()}:{info.st_size}:{info.st_mtime_ns}:{info.st_ino}"
         if stamp not in memo:
-            memo[stamp] = _hash_file(file)
+            memo[stamp] = sha256_file(file)
         digest.update(file.name.encode() + memo[stamp].encode())
     if len(memo) != known:  # write only when a file was hashed anew
         tmp = memo_file.with_suffix(f".{os.getpid()}.tmp")
         tmp.write_text(json.dumps(memo))
         tmp.replace(memo_file)
-    return digest.hexdigest()
-
-
-def _hash_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 22), b""):
-            digest.update(chunk)
     return digest.hexdigest()
 
 

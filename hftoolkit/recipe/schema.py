@@ -135,6 +135,11 @@ class TrainingSection:
 @dataclass
 class OutputSection:
     dir: str = knob("runs/model", "checkpoint folder; an existing finished run is kept unless --overwrite")
+    license: Optional[str] = knob(None, "license id for the model card's metadata, e.g. apache-2.0 (the base "
+                                        "model's license usually applies)")
+    push_to: Optional[str] = knob(None, "OWNER/NAME: push the finished checkpoint to this hub repository "
+                                        "(endpoint: HF_ENDPOINT; token: HF_TOKEN or `hf auth login`)")
+    push_private: bool = knob(False, "create the push_to repository private")
 
 
 @dataclass

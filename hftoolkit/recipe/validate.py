@@ -54,6 +54,10 @@ def validate(recipe: Recipe) -> None:
             require_columns(columns, [("data.text_column", recipe.data.text_column)], recipe.data.extra_text)
     if not recipe.output.dir:
         raise UserError("output.dir is empty; set it in the recipe or pass --output-dir")
+    if recipe.output.push_to:
+        from hftoolkit.hub.share import check_repo_id
+
+        check_repo_id(recipe.output.push_to, "output.push_to")
 
 
 def check_retrieval(recipe: Recipe) -> None:

@@ -65,6 +65,11 @@ def train(recipe: Recipe, resume: bool = False, overwrite: bool = False, log=pri
     save_checkpoint(out, trainer.model, tokenizer, to_dict(recipe), metrics, trainer.state.log_history,
                     index_record)
     log(f"saved checkpoint to {out}: " + headline(metrics))
+    if recipe.output.push_to:
+        from hftoolkit.hub.share import push_checkpoint
+
+        pushed = push_checkpoint(str(out), recipe.output.push_to, private=recipe.output.push_private)
+        log(f"pushed {pushed['files']} files to {pushed['repo_id']}: commit {pushed['commit']}")
     return metrics
 
 

@@ -1,0 +1,145 @@
+"""Push to a hub and pull back, against a local server that speaks the Hub's HTTP API (tests/hub_server.py),
+with the real huggingface_hub client. Every command's output is checked for the token."""
+
+import json
+
+import pytest
+import torch
+from huggingface_hub import HfApi, ModelCard, snapshot_download
+from huggingface_hub.errors import RepositoryNotFoundError
+
+from conftest import run_cli, tiny_recipe
+from hub_server import LocalHub
+
+WRONG_TOKEN = "hf_wrongTokenZZZZ9876543210"
+
+
+@pytest.fixture(scope="module")
+def hub(tmp_path_factory):
+    with LocalHub(tmp_path_factory.mktemp("hub")) as server:
+        yield server
+
+
+@pytest.fixture(scope="module")
+def checkpoints(tmp_path_factory):
+    """Two tiny GPT checkpoints from the same recipe with different seeds: v1 and v2."""
+    made = {}
+    for name, seed in (("v1", 1), ("v2", 2)):
+        folder = tmp_path_factory.mktemp(name)
+        recipe = tiny_recipe(folder, training={"max_steps": 6, "seed": seed})
+        done = run_cli("train", recipe)
+        assert done.returncode == 0, done.stderr[-3000:]
+        made[name] = folder / "run"
+    return made
+
+
+def hub_cli(hub, *args, token=None, home=None):
+    """`hftoolkit ...` with the hub's endpoint and a token in the environment; the token must not leak."""
+    secret = token or hub.token
+    env = {"HF_ENDPOINT": hub.endpoint, "HF_TOKEN": secret, "HF_HUB_DISABLE_TELEMETRY": "1"}
+    if home:
+        env["HF_HOME"] = str(home)
+    done = run_cli(*args, env=env)
+    assert secret not in done.stdout and secret not in done.stderr
+    return done
+
+
+def files_of(folder, skip=("checkpoints",)) -> dict:
+    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*"))
+            if p.is_file() and p.relative_to(folder).parts[0] not in skip and ".cache" not in p.parts}
+
+
+def greedy(folder, prompt="The brake pads") -> list[int]:
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(folder)
+    model = AutoModelForCausalLM.from_pretrained(folder)
+    inputs = tokenizer(prompt, return_tensors="pt")
+    with torch.no_grad():
+        out = model.generate(**inputs, max_new_tokens=16, do_sample=False, pad_token_id=tokenizer.pad_token_id)
+    return out[0].tolist()
+
+
+def test_push_then_snapshot_download_gives_identical_files_and_outputs(hub, checkpoints, tmp_path):
+    local = checkpoints["v1"]
+    done = hub_cli(hub, "push", local, "tester/tiny-gpt", "--commit-message", "first model", home=tmp_path)
+    assert done.returncode == 0, done.stderr[-3000:]
+    commit = HfApi(endpoint=hub.endpoint).model_info("tester/tiny-gpt").sha
+    assert done.stdout.strip().startswith(f"pushed {len(files_of(local))} files of {local} to tester/tiny-gpt@main: "
+                                          f"commit {commit}")
+
+    downloaded = snapshot_download("tester/tiny-gpt", endpoint=hub.endpoint, local_dir=tmp_path / "dl", token=False)
+    remote = files_of(tmp_path / "dl")
+    assert remote == files_of(local)  # same names, same bytes; no resumable Trainer state
+    assert "checkpoints" not in {name.split("/")[0] for name in remote}
+    assert greedy(downloaded) == greedy(local)
+
+    card = ModelCard.load(tmp_path / "dl" / "README.md")
+    metrics = json.loads((local / "metrics.json").read_text())
+    results = {r.metric_type: r.metric_value for r in card.data.eval_results}
+    assert results["loss"] == metrics["eval_loss"] and results["perplexity"] == metrics["eval_perplexity"]
+    assert f"| eval_loss | {metrics['eval_loss']:.4f} |" in card.text  # the rendered metrics table
+    assert card.data.pipeline_tag == "text-generation" and card.data.library_name == "transformers"
+
+
+def test_branch_push_and_pinned_pulls(hub, checkpoints, tmp_path):
+    api = HfApi(endpoint=hub.endpoint)
+    first = hub_cli(hub, "push", checkpoints["v1"], "tester/branching", home=tmp_path)
+    assert first.returncode == 0, first.stderr[-2000:]
+    main_commit = api.model_info("tester/branching").sha
+    second = hub_cli(hub, "push", checkpoints["v2"], "tester/branching", "--revision", "dev",
+                     "--include-training-state", home=tmp_path)
+    assert second.returncode == 0, second.stderr[-2000:]
+    dev_commit = api.model_info("tester/branching", revision="dev").sha
+    assert dev_commit != main_commit and api.model_info("tester/branching").sha == main_commit
+    dev_files = api.list_repo_files("tester/branching", revision="dev")
+    assert "checkpoints/checkpoint-6/optimizer.pt" in dev_files  # --include-training-state
+    assert not [f for f in api.list_repo_files("tester/branching") if f.startswith("checkpoints/")]
+
+    for revision, expected, commit in (("dev", "v2", dev_commit), (main_commit, "v1", main_commit)):
+        dest = tmp_path / f"pulled-{expected}"
+        pulled = hub_cli(hub, "pull", "tester/branching", dest, "--revision", revision, home=tmp_path)
+        assert pulled.returncode == 0, pulled.stderr[-2000:]
+        assert pulled.stdout.strip() == f"pulled tester/branching@{revision} (commit {commit}) into {dest}"
+        record = json.loads((dest / "pulled_from.json").read_text())
+        assert record == {"repo_id": "tester/branching", "revision": revision, "commit": commit,
+                          "endpoint": hub.endpoint}
+        skip = () if expected == "v2" else ("checkpoints",)  # only the dev push carried the training state
+        unpickled = {k: v for k, v in files_of(checkpoints[expected], skip).items()
+                     if not k.endswith((".pt", ".pth", ".bin"))}  # pull never fetches pickle files
+        assert {k: v for k, v in files_of(dest, skip).items() if k != "pulled_from.json"} == unpickled
+        assert greedy(dest) == greedy(checkpoints[expected])
+    again = hub_cli(hub, "pull", "tester/branching", tmp_path / "pulled-v1", home=tmp_path)
+    assert again.returncode == 2 and "exists and is not empty" in again.stderr  # never overwrites
+
+
+def test_wrong_token_is_refused_in_one_line(hub, checkpoints, tmp_path):
+    done = hub_cli(hub, "push", checkpoints["v1"], "tester/not-made", token=WRONG_TOKEN, home=tmp_path)
+    assert done.returncode == 2 and done.stdout == ""  # nothing reported as pushed
+    assert done.stderr.strip() == (f"hftoolkit: error: push: {hub.endpoint} rejected the token (401 unauthorized); "
+                                   "log in again with `hf auth login` or set HF_TOKEN to a valid token")
+    with pytest.raises(RepositoryNotFoundError):
+        HfApi(endpoint=hub.endpoint, token=hub.token).model_info("tester/not-made")
+
+
+def test_pickle_only_repo_is_refused(hub, tmp_path):
+    api = HfApi(endpoint=hub.endpoint, token=hub.token)
+    api.create_repo("tester/pickled")
+    api.upload_file(path_or_fileobj=b'{"model_type": "gpt2"}', path_in_repo="config.json", repo_id="tester/pickled")
+    api.upload_file(path_or_fileobj=b"\x80\x04 not really a pickle", path_in_repo="pytorch_model.bin",
+                    repo_id="tester/pickled")
+    done = hub_cli(hub, "pull", "tester/pickled", tmp_path / "p", home=tmp_path)
+    assert done.returncode == 2 and "only pickle files: pytorch_model.bin" in done.stderr
+    assert not (tmp_path / "p").exists()
+    missing = hub_cli(hub, "pull", "tester/nothing-here", tmp_path / "q", home=tmp_path)
+    assert missing.returncode == 2 and "repository tester/nothing-here not found" in missing.stderr
+
+
+def test_recipe_pushes_when_training_ends(hub, tmp_path):
+    recipe = tiny_recipe(tmp_path, output={"dir": str(tmp_path / "run"), "push_to": "tester/from-recipe",
+                                           "license": "apache-2.0"})
+    done = hub_cli(hub, "train", recipe, home=tmp_path)
+    assert done.returncode == 0, done.stderr[-3000:]
+    downloaded = snapshot_download("tester/from-recipe", endpoint=hub.endpoint, local_dir=tmp_path / "dl")
+    assert files_of(tmp_path / "dl") == files_of(tmp_path / "run")
+    assert ModelCard.load(f"{downloaded}/README.md").data.license == "apache-2.0"

@@ -26,6 +26,19 @@ def cmd_train(args) -> None:
         recipe = replace(recipe, output=replace(recipe.output, dir=args.output_dir))
     validate(recipe)
     check_output_dir(recipe.output.dir, args.resume, args.overwrite)
+    if args.nproc is not None:
+        from hftoolkit.train.distributed import launch
+
+        if args.nproc < 1 or recipe.training.batch_size % args.nproc:
+            raise UserError(f"--nproc {args.nproc}: training.batch_size {recipe.training.batch_size} is the global "
+                            "batch and must divide evenly among the processes; choose N that divides it")
+
+        argv = ["train", args.recipe, *args.overrides, *(["--output-dir", args.output_dir] if args.output_dir else []),
+                *(["--resume"] if args.resume else []), *(["--overwrite"] if args.overwrite else [])]
+        code = launch(argv, args.nproc)
+        if code:
+            raise SystemExit(code)
+        return
 
     from hftoolkit.train.run import train
 
@@ -210,6 +223,8 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--output-dir", help="checkpoint folder (overrides output.dir)")
     train.add_argument("--resume", action="store_true", help="continue from the last checkpoint in the folder")
     train.add_argument("--overwrite", action="store_true", help="replace a finished run in the folder")
+    train.add_argument("--nproc", type=int, help="train with N processes (torchrun; CPU: gloo, threads split); "
+                       "training.batch_size stays the global batch")
     train.set_defaults(func=cmd_train)
 
     recipes = sub.add_parser("recipes", help="bundled recipes").add_subparsers(dest="action", required=True)

@@ -13,8 +13,7 @@ import json
 import time
 from pathlib import Path
 
-from hftoolkit.checkpoint.output_dir import FINISHED_MARKER
-from hftoolkit.errors import UserError
+from hftoolkit.checkpoint.output_dir import check_output_dir
 
 HELD_OUT_QA = "bundled://corpora/cars/qa/heldout.jsonl"
 GROUPS = ("corpus_only", "paraphrase")
@@ -34,12 +33,9 @@ def run_quickstart(output_dir: str, overrides: list[str], show: int = 6) -> dict
     from hftoolkit.train.run import train
 
     started = time.time()
-    out = Path(output_dir)
-    if out.exists() and (not out.is_dir() or (any(out.iterdir()) and not (out / FINISHED_MARKER).is_file())):
-        raise UserError(f"--output-dir '{output_dir}' holds something other than an earlier quickstart run; "
-                        "choose a new folder")
     recipe = load_recipe("cars_qa", [f"output.dir={output_dir}", *overrides])
     validate(recipe)
+    check_output_dir(output_dir, resume=False, overwrite=True)  # only an earlier hftoolkit run is replaced
     system = recipe.data.system_prompt
     base = str(pull(recipe.model.name))
     index = recipe.data.retrieval.index if recipe.data.retrieval else None

@@ -44,10 +44,11 @@ def tiny_recipe(tmp_path: Path, **sections) -> Path:
     return path
 
 
-def run_cli(*args, timeout=600, env=None) -> subprocess.CompletedProcess:
-    """Run the real `hftoolkit` entry point in a subprocess."""
+def run_cli(*args, timeout=600, env=None, cwd=REPO) -> subprocess.CompletedProcess:
+    """Run the real `hftoolkit` entry point in a subprocess (this checkout's package, from any `cwd`)."""
+    path = os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))
     return subprocess.run([sys.executable, "-m", "hftoolkit", *map(str, args)], capture_output=True, text=True,
-                          timeout=timeout, env={**os.environ, **(env or {})}, cwd=REPO)
+                          timeout=timeout, env={**os.environ, "PYTHONPATH": path, **(env or {})}, cwd=cwd)
 
 
 def run_plain_python(code: str, timeout=300) -> subprocess.CompletedProcess:
@@ -94,3 +95,12 @@ def brakes_tyres_index(tmp_path_factory) -> Path:
     index = tmp_path_factory.mktemp("indexes") / "brakes_tyres"
     build_index(str(corpus), str(index), log=lambda m: None)
     return index
+
+
+@pytest.fixture(scope="session")
+def tiny_gpt(tmp_path_factory) -> Path:
+    """A from-scratch GPT-2 checkpoint (64-position window) trained for a few steps through the real CLI."""
+    folder = tmp_path_factory.mktemp("tiny-gpt")
+    done = run_cli("train", tiny_recipe(folder, training={"max_steps": 4}))
+    assert done.returncode == 0, done.stderr[-3000:]
+    return folder / "run"

@@ -1,50 +1,16 @@
 """Response cache against the real backends: diskcache on disk and a real redis-server."""
 
 import json
-import shutil
-import socket
-import subprocess
 import time
 
 import pytest
 
 from conftest import run_cli, tiny_recipe
+from redis_server import RedisServer
 from hftoolkit.generate.api import TextGenerator
 from hftoolkit.generate.engine import GenerationSettings
 
 SETTINGS = GenerationSettings(max_new_tokens=24)
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-class RedisServer:
-    """A throwaway redis-server on a free loopback port."""
-
-    def __init__(self, tmp_path):
-        binary = shutil.which("redis-server")
-        assert binary, "redis-server is not installed (.ci/run installs it)"
-        self.port = free_port()
-        self.proc = subprocess.Popen([binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
-                                      "--appendonly", "no", "--dir", str(tmp_path)],
-                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        self.url = f"redis://127.0.0.1:{self.port}/0"
-        import redis
-        client = redis.Redis(port=self.port)
-        for _ in range(100):
-            try:
-                client.ping()
-                return
-            except redis.ConnectionError:
-                time.sleep(0.05)
-        raise RuntimeError("redis-server did not start")
-
-    def stop(self):
-        self.proc.kill()
-        self.proc.wait()
 
 
 @pytest.fixture

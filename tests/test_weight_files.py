@@ -8,15 +8,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from conftest import run_cli, tiny_recipe
-
-
-@pytest.fixture(scope="module")
-def fp32_checkpoint(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("fp32")
-    done = run_cli("train", tiny_recipe(folder, training={"max_steps": 4}))
-    assert done.returncode == 0, done.stderr[-3000:]
-    return folder / "run"
+from conftest import run_cli
 
 
 def bf16_copy(source, dest):
@@ -39,8 +31,8 @@ def greedy(folder) -> list[int]:
 
 
 @pytest.mark.parametrize("precision", ["fp32", "bf16"])
-def test_hdf5_round_trip_is_bit_identical(fp32_checkpoint, tmp_path, precision):
-    source = fp32_checkpoint if precision == "fp32" else bf16_copy(fp32_checkpoint, tmp_path / "bf16")
+def test_hdf5_round_trip_is_bit_identical(tiny_gpt, tmp_path, precision):
+    source = tiny_gpt if precision == "fp32" else bf16_copy(tiny_gpt, tmp_path / "bf16")
     h5_file = tmp_path / "model.h5"
     assert run_cli("convert", source, h5_file).returncode == 0
     original = load_file(source / "model.safetensors")
@@ -69,10 +61,10 @@ def test_hdf5_round_trip_is_bit_identical(fp32_checkpoint, tmp_path, precision):
     assert greedy(back) == greedy(source)
 
 
-def test_hdf5_conversion_never_overwrites(fp32_checkpoint, tmp_path):
+def test_hdf5_conversion_never_overwrites(tiny_gpt, tmp_path):
     taken = tmp_path / "taken.h5"
     taken.write_text("mine")
-    done = run_cli("convert", fp32_checkpoint, taken)
+    done = run_cli("convert", tiny_gpt, taken)
     assert done.returncode == 2 and "already exists" in done.stderr and taken.read_text() == "mine"
     not_h5 = run_cli("convert", taken.with_suffix(".hdf5"), tmp_path / "x")
     assert not_h5.returncode == 2 and "does not exist" in not_h5.stderr and not (tmp_path / "x").exists()

@@ -1,13 +1,18 @@
-"""Guard the output folder: a finished run is never overwritten by accident."""
+"""Guard the output folder: a finished run is never overwritten by accident, and a folder hftoolkit did not
+create is never deleted (only folders carrying the run marker can be replaced with --overwrite)."""
 
 from __future__ import annotations
 
+import json
+import shutil
+import time
 from pathlib import Path
 
 from hftoolkit.errors import UserError
 
 FINISHED_MARKER = "metrics.json"  # written last, so its presence means the run finished
 TRAINER_DIR = "checkpoints"  # resumable Trainer checkpoints live here
+RUN_MARKER = f"{TRAINER_DIR}/.hftoolkit_run"  # written before training writes anything: "this folder is ours"
 
 
 def check_output_dir(path: str, resume: bool, overwrite: bool) -> Path:
@@ -21,6 +26,9 @@ def check_output_dir(path: str, resume: bool, overwrite: bool) -> Path:
             raise UserError(f"--resume: '{path}' holds no run to resume; drop --resume to start fresh")
         return out
     if overwrite:
+        if not is_ours(out):
+            raise UserError(f"--overwrite: '{path}' holds files hftoolkit did not write (no {RUN_MARKER}), so it "
+                            "is never deleted; choose another --output-dir, or empty the folder yourself")
         return out
     if resume:
         if last_trainer_checkpoint(out) is None:
@@ -38,3 +46,34 @@ def last_trainer_checkpoint(out: Path) -> str | None:
     steps = [(int(p.name.split("-")[-1]), p) for p in (out / TRAINER_DIR).glob("checkpoint-*")
              if p.name.split("-")[-1].isdigit() and (p / "trainer_state.json").is_file()]
     return str(max(steps)[1]) if steps else None
+
+
+def is_ours(out: Path) -> bool:
+    return (out / RUN_MARKER).is_file()
+
+
+def claim_output_dir(out: Path) -> None:
+    """Mark the folder as an hftoolkit run before anything is written into it."""
+    marker = out / RUN_MARKER
+    marker.parent.mkdir(parents=True, exist_ok=True)
+    if not marker.is_file():
+        marker.write_text(json.dumps({"started": time.strftime("%Y-%m-%dT%H:%M:%S%z")}))
+
+
+def clear_run(out: Path) -> None:
+    """Delete an earlier run (for --overwrite); refuses any folder without the run marker."""
+    if not is_ours(out):
+        raise UserError(f"--overwrite: '{out}' holds files hftoolkit did not write (no {RUN_MARKER}); not deleting it")
+    shutil.rmtree(out)
+
+
+def check_disk_space(out: Path, model, resumable_copies: int = 2) -> None:
+    """Fail before training, not hours later at a save: the final weights plus `resumable_copies` Trainer
+    checkpoints (weights and two AdamW moments each) must fit on the output folder's disk."""
+    weights = sum(p.numel() * p.element_size() for p in model.parameters())
+    needed = weights * (1 + 3 * resumable_copies) + (64 << 20)
+    free = shutil.disk_usage(out if out.exists() else out.parent).free
+    if free < needed:
+        raise UserError(f"not enough disk space for '{out}': {free / 1e9:.2f} GB free, about {needed / 1e9:.2f} GB "
+                        "needed for the checkpoint and resumable state; free some space or choose another "
+                        "--output-dir")

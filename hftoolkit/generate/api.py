@@ -85,6 +85,7 @@ class TextGenerator:
 
     def prepare(self, prompts: list, chat: bool, max_new_tokens: int) -> list[tuple[str, list]]:
         """(rendered text, passages used) per prompt: retrieval and the token budget happen here."""
+        GenerationSettings(max_new_tokens=max_new_tokens).check_window(self.context_length)
         if self.context is None:
             return [(self.render(p, chat), []) for p in prompts]
         from hftoolkit.errors import UserError
@@ -106,6 +107,10 @@ class TextGenerator:
     def generate(self, prompts: list, chat: bool = False, settings: GenerationSettings | None = None,
                  batch_size: int = 8) -> list[Completion]:
         """Completions in prompt order; cached ones are returned without running the model."""
+        from hftoolkit.errors import UserError
+
+        if batch_size < 1:
+            raise UserError(f"--batch-size: {batch_size} must be at least 1")  # before any weights load
         settings = settings or GenerationSettings()
         prepared = self.prepare(prompts, chat, settings.max_new_tokens)
         texts = [text for text, _ in prepared]

@@ -8,12 +8,14 @@ never fails generation: it warns once and steps aside.
 
 from __future__ import annotations
 
+import difflib
 import hashlib
 import json
 import os
 import sys
 from pathlib import Path
 
+from hftoolkit.db.uri import redact
 from hftoolkit.errors import UserError
 from hftoolkit.file_hash import sha256_file
 from hftoolkit.paths import cache_dir
@@ -84,11 +86,16 @@ class DiskBackend:
         import diskcache
 
         self.folder = folder or str(cache_dir("responses"))
-        self.cache = diskcache.Cache(self.folder)
+        if Path(self.folder).exists() and not Path(self.folder).is_dir():
+            raise UserError(f"--cache: '{self.folder}' is a file; give a folder for the disk cache")
+        self.cache = diskcache.Cache(self.folder, disk=json_only_disk())
         self.ttl = ttl
 
     def get(self, key):
-        return self.cache.get(key)
+        try:
+            return self.cache.get(key)
+        except UnsafeEntry:  # a pickled value someone planted: never unpickled, treated as a miss
+            return None
 
     def set(self, key, value):
         self.cache.set(key, value, expire=self.ttl)
@@ -99,6 +106,30 @@ class DiskBackend:
 
     def clear(self) -> int:
         return self.cache.clear()
+
+
+class UnsafeEntry(Exception):
+    """A cache entry stored as a pickle: hftoolkit never writes one and never reads one."""
+
+
+def json_only_disk():
+    """diskcache's JSONDisk (values stored as compressed JSON), refusing entries stored in pickle mode: anyone
+    who can write to a shared cache folder could otherwise run code in every process that reads it."""
+    import diskcache
+    from diskcache.core import MODE_PICKLE
+
+    class JSONOnlyDisk(diskcache.JSONDisk):
+        def fetch(self, mode, filename, value, read):
+            if mode == MODE_PICKLE:
+                raise UnsafeEntry("pickled cache entry refused")
+            return super().fetch(mode, filename, value, read)
+
+        def get(self, key, raw):
+            if not raw:
+                raise UnsafeEntry("pickled cache key refused")
+            return super().get(key, raw)
+
+    return JSONOnlyDisk
 
 
 class RedisBackend:
@@ -121,7 +152,7 @@ class RedisBackend:
 
     def stats(self) -> dict:
         keys = sum(1 for _ in self.client.scan_iter("hftoolkit:gen:*", count=1000))
-        return {"backend": self.name, "location": self.url, "entries": keys, "ttl_seconds": self.ttl}
+        return {"backend": self.name, "location": redact(self.url), "entries": keys, "ttl_seconds": self.ttl}
 
     def clear(self) -> int:
         keys = list(self.client.scan_iter("hftoolkit:gen:*", count=1000))
@@ -135,30 +166,51 @@ def open_backend(spec: str | None, ttl: int | None = None):
     if spec == "memory":
         return MemoryBackend()
     if spec.startswith(("redis://", "rediss://", "unix://")):
-        return RedisBackend(spec, ttl or DEFAULT_TTL)
+        try:
+            return RedisBackend(spec, ttl or DEFAULT_TTL)
+        except ValueError as exc:  # bad port, bad db number: redis-py's URL parser
+            raise UserError(f"--cache: '{redact(spec)}' is not a valid Redis URL ({exc}); use "
+                            "redis://[:password@]host:port/db") from None
     if spec == "disk":
         return DiskBackend(ttl=ttl)
     if spec.startswith(("http://", "https://")) or "://" in spec:
-        raise UserError(f"--cache: '{spec}' is not a cache; use off, memory, disk, a folder, or redis://host:port/db")
+        raise UserError(f"--cache: '{redact(spec)}' is not a cache; use off, memory, disk, a folder, or "
+                        "redis://host:port/db")
+    if os.sep not in spec and not Path(spec).exists():  # `memroy` must not quietly become a folder
+        close = difflib.get_close_matches(spec, ["off", "memory", "disk"], n=1)
+        hint = f"did you mean '{close[0]}'? " if close else ""
+        raise UserError(f"--cache: '{spec}' is not off, memory, disk or a Redis URL; {hint}for a new cache "
+                        f"folder write a path, e.g. ./{spec}")
     return DiskBackend(spec, ttl=ttl)
 
 
 class ResponseCache:
-    """A backend wrapped so that its failures warn once and are never fatal."""
+    """A backend wrapped so that its failures are never fatal: the first failure warns, the cache is skipped
+    for `retry_seconds`, then tried again; recovery is announced, and a new outage warns again."""
 
-    def __init__(self, backend, warn=lambda msg: print(msg, file=sys.stderr)):
-        self.backend, self.warn, self.broken = backend, warn, False
+    def __init__(self, backend, warn=lambda msg: print(msg, file=sys.stderr), retry_seconds: float = 10.0):
+        self.backend, self.warn, self.retry_seconds = backend, warn, retry_seconds
+        self.down_since: float | None = None
+        self.retry_at = 0.0
 
     def _guard(self, action, *args):
-        if self.backend is None or self.broken:
+        import time
+
+        if self.backend is None or (self.down_since is not None and time.monotonic() < self.retry_at):
             return None
         try:
-            return action(*args)
+            result = action(*args)
         except Exception as exc:  # any backend failure (Redis down, disk full) must not stop generation
-            self.broken = True
-            self.warn(f"warning: response cache unavailable ({self.backend.name}: {type(exc).__name__}: "
-                      f"{str(exc)[:120]}); generating without it")
+            if self.down_since is None:
+                self.down_since = time.monotonic()
+                self.warn(f"warning: response cache unavailable ({self.backend.name}: {type(exc).__name__}: "
+                          f"{str(exc)[:120]}); generating without it, retrying every {self.retry_seconds:g} s")
+            self.retry_at = time.monotonic() + self.retry_seconds
             return None
+        if self.down_since is not None:
+            self.down_since = None
+            self.warn(f"response cache {self.backend.name} is available again")
+        return result
 
     def get(self, key: str) -> dict | None:
         return self._guard(lambda k: self.backend.get(k), key)

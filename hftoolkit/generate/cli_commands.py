@@ -16,6 +16,10 @@ def read_prompts(prompts: list[str], file: str | None) -> list:
         path = Path(file)
         if not path.is_file():
             raise UserError(f"--file: '{file}' does not exist")
+        try:
+            path.read_text(encoding="utf-8")
+        except UnicodeDecodeError:
+            raise UserError(f"--file: '{file}' is not UTF-8 text; save it as UTF-8") from None
         if path.suffix == ".jsonl":
             for number, line in enumerate(path.read_text().splitlines(), 1):
                 if not line.strip():
@@ -116,6 +120,7 @@ def _input_lines():
 
 
 def cmd_cache(args) -> None:
+    from hftoolkit.db.uri import password_of, redact
     from hftoolkit.generate.cache import open_backend
 
     backend = open_backend(args.cache)
@@ -127,7 +132,8 @@ def cmd_cache(args) -> None:
         else:
             print(f"removed {backend.clear()} cached responses from {backend.name}")
     except Exception as exc:  # an unreachable Redis is a user-facing condition here
-        raise UserError(f"cache {args.cache} is unavailable ({type(exc).__name__}: {str(exc)[:120]})") from None
+        raise UserError(f"cache {redact(args.cache)} is unavailable ({type(exc).__name__}: "
+                        f"{str(exc).replace(password_of(args.cache) or chr(0), '***')[:120]})") from None
 
 
 def context_from(args) -> dict:

@@ -29,7 +29,17 @@ class GenerationSettings:
 
     @property
     def sampling(self) -> bool:
-        return bool(self.temperature)
+        """Any sampling knob samples: top_p/top_k alone use the checkpoint's temperature (default 1.0)."""
+        return bool(self.temperature) or self.top_p is not None or self.top_k is not None
+
+    def check_window(self, context_length: int) -> None:
+        """New tokens must leave room for a prompt in the model's window (no silent one-token prompts)."""
+        if self.max_new_tokens < 1:
+            raise UserError(f"--max-new-tokens: {self.max_new_tokens} must be at least 1")
+        if self.max_new_tokens >= context_length:
+            raise UserError(f"--max-new-tokens: {self.max_new_tokens} leaves no room for the prompt in this "
+                            f"model's {context_length}-token window; use at most {max(1, context_length // 2)} "
+                            "or so")
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -102,6 +112,9 @@ class Generator:
         passages next to short ones would otherwise be padded to the longest)."""
         if batch_size < 1:
             raise UserError(f"--batch-size: {batch_size} must be at least 1")
+        settings.check_window(self.context_length)
+        if settings.sampling and settings.seed is not None:
+            batch_size = 1  # a seeded sample must not depend on which prompts share its batch (nor its cache key)
         order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
         results: list[Completion | None] = [None] * len(texts)
         for start in range(0, len(order), batch_size):
@@ -152,7 +165,9 @@ class Generator:
     def _generate_kwargs(self, settings: GenerationSettings) -> dict:
         kwargs = {"max_new_tokens": settings.max_new_tokens, "pad_token_id": self.tokenizer.pad_token_id}
         if settings.sampling:
-            kwargs.update(do_sample=True, temperature=settings.temperature)
+            kwargs.update(do_sample=True)
+            if settings.temperature:
+                kwargs["temperature"] = settings.temperature
         else:
             kwargs.update(do_sample=False, temperature=None, top_p=None, top_k=None)
         for name in ("top_p", "top_k", "repetition_penalty"):

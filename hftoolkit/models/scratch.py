@@ -67,6 +67,26 @@ def _wordpiece(texts, vocab_size: int):
                                    cls_token="[CLS]", sep_token="[SEP]", mask_token="[MASK]")
 
 
+def check_scratch_config(settings: FromScratch) -> None:
+    """Every key of from_scratch.config must be a setting of the architecture's config class: a typo such as
+    n_layers (for gpt2's n_layer) would otherwise be silently ignored."""
+    import difflib
+
+    from transformers import AutoConfig
+
+    try:
+        config = AutoConfig.for_model(settings.architecture)
+    except (ValueError, KeyError):
+        raise UserError(f"model.from_scratch.architecture: '{settings.architecture}' is not a transformers "
+                        "model type; try gpt2, llama or bert") from None
+    known = set(config.to_dict()) | set(getattr(type(config), "attribute_map", {}))
+    for key in settings.config:
+        if key not in known:
+            close = difflib.get_close_matches(key, sorted(known), n=1, cutoff=0.6)
+            hint = f" (did you mean '{close[0]}'?)" if close else ""
+            raise UserError(f"model.from_scratch.config.{key}: not a setting of {type(config).__name__}{hint}")
+
+
 def scratch_config(settings: FromScratch, tokenizer, max_positions: int):
     """A transformers config for `settings.architecture`, sized to the tokenizer."""
     from transformers import AutoConfig

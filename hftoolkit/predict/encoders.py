@@ -6,10 +6,20 @@ from hftoolkit.errors import UserError
 from hftoolkit.generate.engine import check_checkpoint
 
 
+HEADS = {"AutoModelForSequenceClassification": ("ForSequenceClassification", "classifier"),
+         "AutoModelForMaskedLM": ("ForMaskedLM", "masked-LM")}
+
+
 def _load(path: str, auto_class: str):
     import transformers
 
     check_checkpoint(path)
+    suffix, what = HEADS[auto_class]
+    config = transformers.AutoConfig.from_pretrained(path)
+    if not any(a.endswith(suffix) for a in config.architectures or []):
+        # loading would attach a randomly initialised head and predict nonsense with a straight face
+        raise UserError(f"checkpoint '{path}' is not a {what} ({', '.join(config.architectures or ['no head'])}); "
+                        f"use a checkpoint trained with that head")
     try:
         tokenizer = transformers.AutoTokenizer.from_pretrained(path)
         model = getattr(transformers, auto_class).from_pretrained(path)
@@ -71,7 +81,11 @@ class MaskFiller:
             with torch.inference_mode():
                 logits = self.model(**batch).logits.float()
             for row, text in enumerate(chunk):
-                position = (batch["input_ids"][row] == self.tokenizer.mask_token_id).nonzero()[0, 0]
+                found = (batch["input_ids"][row] == self.tokenizer.mask_token_id).nonzero()
+                if not len(found):
+                    raise UserError(f"the mask token in '{text[:60]}...' lies beyond the model's "
+                                    f"{self.tokenizer.model_max_length}-token limit; shorten the text before it")
+                position = found[0, 0]
                 top = logits[row, position].softmax(-1).topk(top_k)
                 results.append([{"token": self.tokenizer.decode([int(i)]).strip(), "score": float(s),
                                  "sequence": text.replace(mask, self.tokenizer.decode([int(i)]).strip(), 1)}

@@ -105,7 +105,7 @@ class PreprocessSection:
 class TrainingSection:
     epochs: float = knob(3.0, "passes over the training blocks")
     max_steps: int = knob(-1, "stop after this many optimizer steps (-1: use epochs)")
-    batch_size: int = knob(8, "blocks per device step")
+    batch_size: int = knob(8, "blocks per step, over all processes: N processes take batch_size/N each")
     eval_batch_size: int = knob(16, "blocks per eval step")
     gradient_accumulation: int = knob(1, "steps per optimizer update (effective batch = batch_size x this)")
     learning_rate: float = knob(5e-4, "peak learning rate")

@@ -27,6 +27,10 @@ def validate(recipe: Recipe) -> None:
         raise UserError("model.name and model.from_scratch are both set; keep one")
     if not model.from_scratch:
         check_model_source(model.name)
+    else:
+        from hftoolkit.models.scratch import check_scratch_config
+
+        check_scratch_config(model.from_scratch)
     for field, get in POSITIVE.items():
         if get(recipe) <= 0:
             raise UserError(f"{field}: {get(recipe)} must be greater than 0")

@@ -26,13 +26,17 @@ def training_arguments(training: TrainingSection, out: Path, precision: str, var
     import torch
     from transformers import TrainingArguments
 
+    from hftoolkit.train.distributed import global_batch, world_size
+
     early = training.early_stopping_patience is not None
     return TrainingArguments(
         output_dir=str(out / TRAINER_DIR),
         num_train_epochs=training.epochs,
         max_steps=training.max_steps,
-        per_device_train_batch_size=training.batch_size,
-        per_device_eval_batch_size=training.eval_batch_size,
+        # the recipe's batch is global: with N processes each takes consecutive batch/N slices of the same
+        # seeded order, so every full optimizer step sees the examples one process would
+        per_device_train_batch_size=global_batch(training.batch_size, "training.batch_size") // world_size(),
+        per_device_eval_batch_size=max(1, training.eval_batch_size // world_size()),
         gradient_accumulation_steps=training.gradient_accumulation,
         learning_rate=training.learning_rate,
         weight_decay=training.weight_decay,
@@ -64,3 +68,4 @@ def training_arguments(training: TrainingSection, out: Path, precision: str, var
         train_sampling_strategy="group_by_length" if variable_length else "random",
         disable_tqdm=False,
     )
+

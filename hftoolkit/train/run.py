@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import shutil
 import time
 from pathlib import Path
 
-from hftoolkit.checkpoint.output_dir import check_output_dir, last_trainer_checkpoint
+from hftoolkit.checkpoint.output_dir import (check_disk_space, check_output_dir, claim_output_dir, clear_run,
+                                              last_trainer_checkpoint)
 from hftoolkit.checkpoint.save import save_checkpoint
 from hftoolkit.data.chat_format import show_loss_mask
 from hftoolkit.data.labels import inverse_frequency_weights, label_names
@@ -19,25 +19,32 @@ from hftoolkit.train.metrics import perplexity
 
 
 def train(recipe: Recipe, resume: bool = False, overwrite: bool = False, log=print) -> dict:
-    """Run a validated recipe end to end; returns the metrics written to metrics.json."""
+    """Run a validated recipe end to end; returns the metrics written to metrics.json.
+
+    Under torchrun/accelerate every rank runs this; rank 0 alone writes (see `train.distributed`)."""
+    from hftoolkit.train import distributed
+
     validate(recipe)
     out = check_output_dir(recipe.output.dir, resume, overwrite)
+    distributed.wait_for_everyone()  # every rank has checked the folder before rank 0 writes into it
+    log = log if distributed.is_main() else (lambda message: None)
     started = time.time()
 
-    loaded = load_data(recipe.data, recipe.training.seed, recipe.model.task)
-    log(f"data: {len(loaded.train)} training and {len(loaded.validation)} validation documents")
-    labels = None
-    if recipe.model.task == "classification":
-        labels = label_names([loaded.train, loaded.validation], recipe.data.label_column, recipe.model.problem_type)
-        log(f"labels ({len(labels)}): {', '.join(labels)}" if labels else "labels: regression (one number)")
-    tokenizer, model = setup_model(recipe, loaded, labels, log)
-    retriever = None
-    if recipe.data.retrieval is not None:
-        from hftoolkit.data.retrieval_examples import attach_passages
+    with distributed.main_first():  # rank 0 fills the caches (data, model, index, tokens); the others reuse them
+        loaded = load_data(recipe.data, recipe.training.seed, recipe.model.task)
+        log(f"data: {len(loaded.train)} training and {len(loaded.validation)} validation documents")
+        labels = None
+        if recipe.model.task == "classification":
+            labels = label_names([loaded.train, loaded.validation], recipe.data.label_column,
+                                 recipe.model.problem_type)
+            log(f"labels ({len(labels)}): {', '.join(labels)}" if labels else "labels: regression (one number)")
+        tokenizer, model = setup_model(recipe, loaded, labels, log)
+        retriever = None
+        if recipe.data.retrieval is not None:
+            from hftoolkit.data.retrieval_examples import attach_passages
 
-        loaded, retriever = attach_passages(loaded, recipe, tokenizer, log)
-
-    blocks, stats, hit = preprocess(recipe, loaded, tokenizer, labels)
+            loaded, retriever = attach_passages(loaded, recipe, tokenizer, log)
+        blocks, stats, hit = preprocess(recipe, loaded, tokenizer, labels)
     log(f"preprocessing: cache {'hit, reusing' if hit else 'miss, tokenized'} ({'same' if hit else 'new'} "
         "data, tokenizer and preprocess settings)")
     for split, numbers in stats.items():
@@ -46,8 +53,12 @@ def train(recipe: Recipe, resume: bool = False, overwrite: bool = False, log=pri
         example = next(row for row in blocks["train"] if -100 in row["labels"][:8])  # a chat example, not text
         log("one training example (learned tokens in [[ ]]):\n" + show_loss_mask(example, tokenizer))
 
-    if overwrite and out.exists():
-        shutil.rmtree(out)  # only now: bad input above must never cost the user an old run
+    if distributed.is_main():
+        if overwrite and out.exists() and any(out.iterdir()):
+            clear_run(out)  # only now: bad input above must never cost the user an old run
+        claim_output_dir(out)
+        check_disk_space(out, model)
+    distributed.wait_for_everyone()
     answer_accuracy = None
     if recipe.training.answer_accuracy:
         from hftoolkit.train.answer_eval import AnswerAccuracy
@@ -58,18 +69,22 @@ def train(recipe: Recipe, resume: bool = False, overwrite: bool = False, log=pri
     final_eval = trainer.evaluate()
     metrics = summarize(recipe, trainer.state.log_history, result.metrics, final_eval, stats, precision,
                         time.time() - started)
-    index_record = None
-    if retriever is not None:
-        index_record = {"retriever": retriever, "top_k": recipe.data.retrieval.top_k,
-                        "passage_tokens": recipe.data.retrieval.context_tokens}
-    save_checkpoint(out, trainer.model, tokenizer, to_dict(recipe), metrics, trainer.state.log_history,
-                    index_record)
-    log(f"saved checkpoint to {out}: " + headline(metrics))
-    if recipe.output.push_to:
-        from hftoolkit.hub.share import push_checkpoint
+    if distributed.is_main():
+        index_record = None
+        if retriever is not None:
+            index_record = {"retriever": retriever, "top_k": recipe.data.retrieval.top_k,
+                            "passage_tokens": recipe.data.retrieval.context_tokens}
+        save_checkpoint(out, trainer.model, tokenizer, to_dict(recipe), metrics, trainer.state.log_history,
+                        index_record)
+        if not recipe.training.lora.enabled:
+            distributed.check_full_weights(out, trainer.model)
+        log(f"saved checkpoint to {out}: " + headline(metrics))
+        if recipe.output.push_to:
+            from hftoolkit.hub.share import push_checkpoint
 
-        pushed = push_checkpoint(str(out), recipe.output.push_to, private=recipe.output.push_private)
-        log(f"pushed {pushed['files']} files to {pushed['repo_id']}: commit {pushed['commit']}")
+            pushed = push_checkpoint(str(out), recipe.output.push_to, private=recipe.output.push_private)
+            log(f"pushed {pushed['files']} files to {pushed['repo_id']}: commit {pushed['commit']}")
+    distributed.wait_for_everyone()
     return metrics
 
 
@@ -117,7 +132,9 @@ def build_trainer(recipe: Recipe, model, tokenizer, blocks, out: Path, labels: l
     variable = recipe.model.task == "classification" or recipe.data.format != "text"
     args = training_arguments(recipe.training, out, precision, variable_length=variable,
                               batch_metrics=metrics is not None)
-    callbacks = [tensorboard_callback(out / "logs")]
+    from hftoolkit.train.distributed import is_main
+
+    callbacks = [tensorboard_callback(out / "logs")] if is_main() else []  # one event file, from rank 0
     if recipe.training.early_stopping_patience is not None:
         callbacks.append(EarlyStoppingCallback(early_stopping_patience=recipe.training.early_stopping_patience))
     weights = None
@@ -128,6 +145,7 @@ def build_trainer(recipe: Recipe, model, tokenizer, blocks, out: Path, labels: l
                                 processing_class=tokenizer, callbacks=callbacks, compute_metrics=metrics,
                                 class_weights=weights, log_perplexity=recipe.model.task != "classification",
                                 labelled_positions_loss=recipe.model.task == "causal_lm",
+                                loss_is_batch_mean=recipe.model.task != "causal_lm",
                                 answer_accuracy=answer_accuracy)
     return trainer, precision
 

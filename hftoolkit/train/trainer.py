@@ -1,7 +1,8 @@
 """The Trainer subclass hftoolkit uses: plain transformers Trainer plus what the heads need.
 
-- eval perplexity (exp of the eval loss) logged beside the loss;
-- class weights for single-label classification;
+- eval perplexity (exp of the eval loss) logged beside the loss; for causal LMs the eval loss is the mean
+  over labelled tokens (the Trainer's own is a mean of per-batch means);
+- class weights for single-label classification, and gradient accumulation that scales mean losses right;
 - causal LMs: the loss computed only at labelled positions (`train.loss`), after a
   one-time check that it equals the model's own loss;
 - optional answer accuracy (`train.answer_eval`) added to every evaluation, so it
@@ -15,12 +16,19 @@ from hftoolkit.train.metrics import perplexity
 
 class PerplexityTrainer(Trainer):
     def __init__(self, *args, class_weights=None, log_perplexity=True, labelled_positions_loss=False,
-                 answer_accuracy=None, **kwargs):
+                 answer_accuracy=None, loss_is_batch_mean=False, **kwargs):
         super().__init__(*args, **kwargs)
+        if loss_is_batch_mean:
+            # Encoder heads (and the class-weighted loss below) return a per-batch mean and ignore
+            # num_items_in_batch; their forward takes **kwargs, so the Trainer would otherwise assume the loss
+            # is already normalised across accumulation steps and leave gradients N times too large.
+            self.loss_is_scaled_for_ga = False
         self.class_weights, self.log_perplexity = class_weights, log_perplexity
         self.answer_accuracy = answer_accuracy
         self.labelled_positions = labelled_positions_loss  # None after the check below fails
         self._labelled_positions_checked = False
+        self.token_mean_eval = labelled_positions_loss  # causal LMs: eval loss as a mean over labelled tokens
+        self._eval_nll = None
 
     def log(self, logs: dict, *args, **kwargs):
         if "eval_loss" in logs and self.log_perplexity:
@@ -28,14 +36,36 @@ class PerplexityTrainer(Trainer):
         super().log(logs, *args, **kwargs)
 
     def evaluation_loop(self, *args, **kwargs):
-        output = super().evaluation_loop(*args, **kwargs)
+        self._eval_nll = [0.0, 0]  # summed NLL and labelled tokens, from the labelled-positions loss
+        try:
+            output = super().evaluation_loop(*args, **kwargs)
+        finally:
+            total, tokens = self._eval_nll
+            self._eval_nll = None
+        from hftoolkit.train.distributed import all_reduce_sum
+
+        total, tokens = all_reduce_sum([total, tokens])  # each rank saw its share of the eval set
         prefix = kwargs.get("metric_key_prefix", "eval")
+        if tokens and f"{prefix}_loss" in output.metrics:
+            # the Trainer averages per-batch means; answers of different lengths need the per-token mean,
+            # or exp(loss) is not a token perplexity
+            output.metrics[f"{prefix}_loss"] = total / tokens
         if self.answer_accuracy is not None and prefix == "eval":
             output.metrics[f"{prefix}_answer_accuracy"] = self.answer_accuracy(self.model)
         return output
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
-        if self.labelled_positions and "labels" in inputs:
+        result = self._loss(model, inputs, return_outputs, num_items_in_batch)
+        if self.token_mean_eval and not model.training and self._eval_nll is not None and "labels" in inputs:
+            loss = result[0] if return_outputs else result
+            tokens = int((inputs["labels"][:, 1:] != -100).sum())  # this rank's labelled tokens
+            self._eval_nll[0] += float(loss) * float(num_items_in_batch or tokens)  # loss = sum / that count
+            self._eval_nll[1] += tokens
+        return result
+
+    def _loss(self, model, inputs, return_outputs, num_items_in_batch):
+        # a DDP/FSDP wrapper must run its own forward (gradient sync), so the shortcut is for plain models
+        if self.labelled_positions and "labels" in inputs and not hasattr(model, "module"):
             return self._labelled_positions_loss(model, inputs, return_outputs, num_items_in_batch)
         if self.class_weights is None or not model.training:  # eval loss stays the plain, comparable one
             return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)

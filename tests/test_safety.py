@@ -1,0 +1,144 @@
+"""Safety: never delete a folder hftoolkit did not create, never unpickle a shared cache entry, never print a
+cache password, and a cache outage degrades and recovers."""
+
+import json
+import pickle
+import sqlite3
+import time
+
+import pytest
+
+from conftest import run_cli, tiny_recipe
+from redis_server import RedisServer
+
+
+def test_overwrite_refuses_a_folder_hftoolkit_did_not_write(tmp_path):
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "notes.txt").write_text("my notes")
+    done = run_cli("train", tiny_recipe(tmp_path), "--output-dir", mine, "--overwrite")
+    assert done.returncode == 2
+    assert done.stderr.strip() == (f"hftoolkit: error: --overwrite: '{mine}' holds files hftoolkit did not write "
+                                   "(no checkpoints/.hftoolkit_run), so it is never deleted; choose another "
+                                   "--output-dir, or empty the folder yourself")
+    assert sorted(p.name for p in mine.iterdir()) == ["notes.txt"] and (mine / "notes.txt").read_text() == "my notes"
+
+
+def test_quickstart_refuses_a_folder_with_an_unrelated_file(tmp_path):
+    (tmp_path / "thesis.tex").write_text("years of work")
+    for target in (str(tmp_path), "."):
+        done = run_cli("quickstart", "--output-dir", target, cwd=tmp_path)
+        assert done.returncode == 2 and "holds files hftoolkit did not write" in done.stderr, done.stderr[-1000:]
+        assert sorted(p.name for p in tmp_path.iterdir()) == ["thesis.tex"]
+
+
+def test_an_earlier_hftoolkit_run_can_be_replaced(tmp_path):
+    recipe = tiny_recipe(tmp_path, training={"max_steps": 2})
+    out = tmp_path / "run"
+    assert run_cli("train", recipe).returncode == 0
+    assert (out / "checkpoints" / ".hftoolkit_run").is_file()
+    again = run_cli("train", recipe, "--overwrite", "training.seed=3")
+    assert again.returncode == 0, again.stderr[-2000:]
+    assert json.loads((out / "metrics.json").read_text())["train_steps"] == 2
+
+
+class Payload:
+    """Unpickling this creates a file: proof that a cache read ran code."""
+
+    def __init__(self, path):
+        self.path = str(path)
+
+    def __reduce__(self):
+        return (open, (self.path, "w"))
+
+
+def plant_pickle(folder, key: str, payload) -> None:
+    """Write a pickle-mode entry for `key` straight into diskcache's SQLite file, as an attacker with write
+    access to a shared cache folder could."""
+    import diskcache
+
+    raw_key, _ = diskcache.JSONDisk(folder).put(key)
+    with sqlite3.connect(folder / "cache.db") as db:
+        db.execute("INSERT OR REPLACE INTO Cache(key, raw, store_time, expire_time, access_time, access_count, tag, "
+                   "size, mode, filename, value) VALUES (?, 1, ?, NULL, ?, 0, NULL, 0, 4, NULL, ?)",
+                   (raw_key, time.time(), time.time(), pickle.dumps(payload)))
+
+
+def test_planted_pickle_in_the_disk_cache_never_runs(tmp_path):
+    import diskcache
+
+    from hftoolkit.generate.cache import DiskBackend
+
+    folder = tmp_path / "shared-cache"
+    backend = DiskBackend(str(folder))
+    backend.set("hftoolkit:gen:honest", {"completion": "ok", "tokens": 1})
+    proof = tmp_path / "pwned"
+    plant_pickle(folder, "hftoolkit:gen:planted", Payload(proof))
+
+    assert backend.get("hftoolkit:gen:planted") is None and not proof.exists()  # a miss, nothing ran
+    assert backend.get("hftoolkit:gen:honest") == {"completion": "ok", "tokens": 1}
+    modes = dict(sqlite3.connect(folder / "cache.db").execute("SELECT key, mode FROM Cache").fetchall())
+    honest_key, _ = diskcache.JSONDisk(folder).put("hftoolkit:gen:honest")
+    assert modes[honest_key] != 4  # hftoolkit's own entries are (compressed JSON) bytes, never pickles
+
+    with pytest.raises(TypeError):  # the payload runs first; JSON decoding of its result fails after
+        diskcache.Cache(str(folder), disk=diskcache.JSONDisk).get("hftoolkit:gen:planted")
+    assert proof.exists()  # the same entry read by plain diskcache would have run the payload
+
+
+def test_redis_password_is_never_printed(tmp_path):
+    secret = "redisS3cretPw"
+    server = RedisServer(tmp_path, password=secret)
+    try:
+        stats = run_cli("cache", "stats", "--cache", server.url)
+        assert stats.returncode == 0, stats.stderr
+        assert json.loads(stats.stdout)["location"] == f"redis://:***@127.0.0.1:{server.port}/0"
+        wrong = run_cli("cache", "stats", "--cache", f"redis://:wrong{secret}@127.0.0.1:{server.port}/0")
+        assert wrong.returncode == 2 and f"redis://:***@127.0.0.1:{server.port}/0" in wrong.stderr
+        for done in (stats, wrong):
+            assert secret not in done.stdout + done.stderr
+    finally:
+        server.stop()
+
+
+def test_cache_outage_degrades_then_recovers(tmp_path):
+    from hftoolkit.generate.cache import RedisBackend, ResponseCache
+
+    server = RedisServer(tmp_path)
+    warnings = []
+    cache = ResponseCache(RedisBackend(server.url), warn=warnings.append, retry_seconds=0.2)
+    cache.set("hftoolkit:gen:a", {"completion": "x", "tokens": 1})
+    assert cache.get("hftoolkit:gen:a") == {"completion": "x", "tokens": 1}
+    server.stop()
+    assert cache.get("hftoolkit:gen:a") is None and cache.get("hftoolkit:gen:a") is None
+    assert len(warnings) == 1 and "unavailable" in warnings[0]
+    server = RedisServer(tmp_path, port=server.port)  # back on the same port
+    try:
+        time.sleep(0.3)
+        cache.set("hftoolkit:gen:b", {"completion": "y", "tokens": 1})
+        assert cache.get("hftoolkit:gen:b") == {"completion": "y", "tokens": 1}
+        assert warnings[1:] == ["response cache redis is available again"]
+    finally:
+        server.stop()
+
+
+
+def test_disk_space_is_checked_before_training(tmp_path):
+    import shutil
+
+    import torch
+
+    from hftoolkit.checkpoint.output_dir import check_disk_space
+    from hftoolkit.errors import UserError
+
+    small = torch.nn.Linear(4, 4)
+    check_disk_space(tmp_path, small)  # a few bytes fit
+    free = shutil.disk_usage(tmp_path).free
+
+    class Huge(torch.nn.Module):  # parameters on the meta device: their size, without the memory
+        def __init__(self):
+            super().__init__()
+            self.weight = torch.nn.Parameter(torch.empty(free // 4 + 1, device="meta"))
+
+    with pytest.raises(UserError, match="^not enough disk space for '"):
+        check_disk_space(tmp_path, Huge())

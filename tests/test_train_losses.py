@@ -1,0 +1,77 @@
+"""Losses the Trainer scales right: gradient accumulation with an encoder head's mean loss."""
+
+import pytest
+import torch
+from datasets import Dataset
+
+
+def first_step_grad_norm(tmp_path, batch_size: int, accumulation: int, loss_is_batch_mean: bool) -> float:
+    from transformers import BertConfig, BertForSequenceClassification, TrainingArguments
+
+    from hftoolkit.train.trainer import PerplexityTrainer
+
+    torch.manual_seed(0)
+    config = BertConfig(vocab_size=64, hidden_size=16, num_hidden_layers=1, num_attention_heads=2,
+                        intermediate_size=32, num_labels=3, hidden_dropout_prob=0.0,
+                        attention_probs_dropout_prob=0.0, classifier_dropout=0.0)
+    model = BertForSequenceClassification(config)
+    generator = torch.Generator().manual_seed(1)
+    rows = Dataset.from_dict({"input_ids": torch.randint(1, 64, (8, 6), generator=generator).tolist(),
+                              "labels": [0, 1, 2, 0, 1, 2, 0, 1]})
+    args = TrainingArguments(output_dir=str(tmp_path / f"b{batch_size}"), per_device_train_batch_size=batch_size,
+                             gradient_accumulation_steps=accumulation, max_steps=1, learning_rate=1e-3,
+                             logging_steps=1, report_to="none", use_cpu=True, seed=0, save_strategy="no")
+    trainer = PerplexityTrainer(model=model, args=args, train_dataset=rows, log_perplexity=False,
+                                loss_is_batch_mean=loss_is_batch_mean)
+    trainer.train()
+    return next(h["grad_norm"] for h in trainer.state.log_history if "grad_norm" in h)
+
+
+def test_accumulated_gradients_equal_one_big_batch(tmp_path):
+    whole = first_step_grad_norm(tmp_path, 8, 1, loss_is_batch_mean=True)
+    accumulated = first_step_grad_norm(tmp_path, 4, 2, loss_is_batch_mean=True)
+    assert accumulated == pytest.approx(whole, rel=1e-4)
+    # without telling the Trainer that the head's loss is a batch mean, accumulation doubles the gradient
+    unscaled = first_step_grad_norm(tmp_path, 4, 2, loss_is_batch_mean=False)
+    assert unscaled == pytest.approx(2 * whole, rel=1e-4)
+
+
+def test_eval_loss_is_the_mean_over_labelled_tokens(tmp_path):
+    """Batches whose answers differ in length: the eval loss is total NLL / labelled tokens, not the mean of
+    per-batch means, so exp(eval_loss) is a token perplexity."""
+    from transformers import LlamaConfig, LlamaForCausalLM, TrainingArguments
+
+    from hftoolkit.train.trainer import PerplexityTrainer
+
+    torch.manual_seed(0)
+    model = LlamaForCausalLM(LlamaConfig(vocab_size=50, hidden_size=16, intermediate_size=32, num_hidden_layers=1,
+                                         num_attention_heads=2, num_key_value_heads=2, max_position_embeddings=64))
+    generator = torch.Generator().manual_seed(2)
+    rows = []
+    for answer_tokens in (1, 1, 12, 12):  # batch 1: short answers, batch 2: long ones
+        ids = torch.randint(1, 50, (16,), generator=generator).tolist()
+        rows.append({"input_ids": ids, "labels": [-100] * (16 - answer_tokens) + ids[16 - answer_tokens:]})
+
+    def collate(batch):
+        return {k: torch.tensor([row[k] for row in batch]) for k in ("input_ids", "labels")}
+
+    args = TrainingArguments(output_dir=str(tmp_path), per_device_eval_batch_size=2, report_to="none", use_cpu=True)
+    trainer = PerplexityTrainer(model=model, args=args, eval_dataset=Dataset.from_list(rows), data_collator=collate,
+                                labelled_positions_loss=True)
+    reported = trainer.evaluate()["eval_loss"]
+
+    def nll(batch):
+        total, tokens = 0.0, 0
+        with torch.no_grad():
+            for row in batch:
+                logits = model(input_ids=torch.tensor([row["input_ids"]])).logits[0, :-1]
+                targets = torch.tensor(row["labels"][1:])
+                keep = targets != -100
+                total += float(torch.nn.functional.cross_entropy(logits[keep], targets[keep], reduction="sum"))
+                tokens += int(keep.sum())
+        return total, tokens
+
+    total, tokens = nll(rows)
+    assert reported == pytest.approx(total / tokens, rel=1e-5)
+    mean_of_batch_means = sum(t / n for t, n in (nll(rows[:2]), nll(rows[2:]))) / 2  # the Trainer's own figure
+    assert abs(reported - mean_of_batch_means) > 1e-3  # the data really tells the two apart

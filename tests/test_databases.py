@@ -216,12 +216,18 @@ def test_log_outage_warns_once_and_generation_goes_on(tiny_chat_model):
         server.close()
 
 
+@pytest.fixture(scope="module")
+def brakes_sqlite(tmp_path_factory):
+    db = tmp_path_factory.mktemp("sqlite") / "cars.db"
+    assert run_cli("data", "import", BRAKES, "--to", f"sqlite:///{db}", "--table", "brakes").returncode == 0
+    return db
+
+
 @pytest.mark.parametrize("case", ["wrong_password", "missing_table", "missing_column", "unsupported",
                                   "missing_sqlite", "no_table_or_query", "bare_uri"])
-def test_bad_database_sources_fail_in_one_line(tmp_path, postgres, case):
+def test_bad_database_sources_fail_in_one_line(tmp_path, postgres, brakes_sqlite, case):
     uri = postgres.uri()
-    sqlite_db = tmp_path / "cars.db"
-    assert run_cli("data", "import", BRAKES, "--to", f"sqlite:///{sqlite_db}", "--table", "brakes").returncode == 0
+    sqlite_db = brakes_sqlite
     train, expected = {
         "wrong_password": ({"uri": postgres.uri(password="not-it"), "table": "x"}, "password authentication failed"),
         "missing_table": ({"uri": uri, "table": "nowhere"}, "data.train.table: 'nowhere' is not a table"),

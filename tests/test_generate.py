@@ -89,7 +89,7 @@ def test_cli_generate_json_and_bad_checkpoint(checkpoint, tmp_path):
     shutil.copytree(checkpoint, corrupt, ignore=shutil.ignore_patterns("checkpoints", "logs"))
     weights = corrupt / "model.safetensors"
     weights.write_bytes(weights.read_bytes()[:5000])  # a download or copy cut short
-    done = run_cli("generate", corrupt, "hi", "--cache", "off")
+    done = run_cli("generate", corrupt, "hi", "--cache", "off", "--max-new-tokens", "6")
     assert done.returncode == 2 and "could not be loaded" in done.stderr, done.stderr[-1500:]
     assert len(done.stderr.strip().splitlines()) == 1
 

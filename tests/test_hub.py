@@ -21,16 +21,12 @@ def hub(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def checkpoints(tmp_path_factory):
-    """Two tiny GPT checkpoints from the same recipe with different seeds: v1 and v2."""
-    made = {}
-    for name, seed in (("v1", 1), ("v2", 2)):
-        folder = tmp_path_factory.mktemp(name)
-        recipe = tiny_recipe(folder, training={"max_steps": 6, "seed": seed})
-        done = run_cli("train", recipe)
-        assert done.returncode == 0, done.stderr[-3000:]
-        made[name] = folder / "run"
-    return made
+def checkpoints(tmp_path_factory, tiny_gpt):
+    """Two tiny GPT checkpoints: v1 (the session's) and v2 (another seed)."""
+    folder = tmp_path_factory.mktemp("v2")
+    done = run_cli("train", tiny_recipe(folder, training={"max_steps": 6, "seed": 2}))
+    assert done.returncode == 0, done.stderr[-3000:]
+    return {"v1": tiny_gpt, "v2": folder / "run"}
 
 
 def hub_cli(hub, *args, token=None, home=None):

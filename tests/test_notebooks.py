@@ -44,17 +44,17 @@ def test_committed_notebooks_are_clean_and_use_the_public_api():
 
 @pytest.fixture(scope="module")
 def finetuned(tmp_path_factory):
-    """Notebook 01, short: real SmolLM2, 4 training steps, 10 held-out questions."""
+    """Notebook 01, short: real SmolLM2, 2 training steps, 8 held-out questions."""
     folder = tmp_path_factory.mktemp("nb01")
     results = run_notebook("01_finetune_on_your_documents.ipynb", folder, OUT=str(folder / "cars_qa"),
-                           INDEX=str(folder / "index"), MAX_STEPS=4, HELDOUT_QUESTIONS=10)
+                           INDEX=str(folder / "index"), MAX_STEPS=2, HELDOUT_QUESTIONS=8)
     return folder / "cars_qa", results
 
 
 @pytest.mark.slow
 def test_01_finetune_beats_the_base_model_on_held_out_questions(finetuned):
     checkpoint, results = finetuned
-    assert results["questions"] == 10 and results["train_steps"] == 4
+    assert results["questions"] == 8 and results["train_steps"] == 2
     assert results["tuned_accuracy"] > results["base_accuracy"]
     assert Path(results["loss_curve"]).stat().st_size > 1000
     assert json.loads((checkpoint / "retrieval.json").read_text())  # answers from its index by default

@@ -32,16 +32,6 @@ def test_quickstart_refuses_a_folder_with_an_unrelated_file(tmp_path):
         assert sorted(p.name for p in tmp_path.iterdir()) == ["thesis.tex"]
 
 
-def test_an_earlier_hftoolkit_run_can_be_replaced(tmp_path):
-    recipe = tiny_recipe(tmp_path, training={"max_steps": 2})
-    out = tmp_path / "run"
-    assert run_cli("train", recipe).returncode == 0
-    assert (out / "checkpoints" / ".hftoolkit_run").is_file()
-    again = run_cli("train", recipe, "--overwrite", "training.seed=3")
-    assert again.returncode == 0, again.stderr[-2000:]
-    assert json.loads((out / "metrics.json").read_text())["train_steps"] == 2
-
-
 class Payload:
     """Unpickling this creates a file: proof that a cache read ran code."""
 

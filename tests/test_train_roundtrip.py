@@ -45,6 +45,7 @@ def test_finished_run_is_not_overwritten(tmp_path):
     recipe = tiny_recipe(tmp_path, training={"max_steps": 2})
     out = tmp_path / "run"
     assert run_cli("train", recipe, "--output-dir", out).returncode == 0
+    assert (out / "checkpoints" / ".hftoolkit_run").is_file()  # what makes --overwrite allowed below
     before = (out / "model.safetensors").read_bytes()
     again = run_cli("train", recipe, "--output-dir", out, "training.seed=7")
     assert again.returncode == 2 and "holds a finished run; pass --overwrite" in again.stderr

@@ -85,14 +85,18 @@ class TextGenerator:
 
     def prepare(self, prompts: list, chat: bool, max_new_tokens: int) -> list[tuple[str, list]]:
         """(rendered text, passages used) per prompt: retrieval and the token budget happen here."""
-        GenerationSettings(max_new_tokens=max_new_tokens).check_window(self.context_length)
         if self.context is None:
-            return [(self.render(p, chat), []) for p in prompts]
+            prepared = [(self.render(p, chat), []) for p in prompts]  # empty prompts, missing templates: first
+            GenerationSettings(max_new_tokens=max_new_tokens).check_window(self.context_length)
+            return prepared
         from hftoolkit.errors import UserError
 
         for prompt in prompts:
             if not question_of(prompt).strip():
                 raise UserError("empty prompt: give a question or message")
+        if prompts:
+            self.render(prompts[0], chat)  # a chat request to a model without a chat template fails here
+        GenerationSettings(max_new_tokens=max_new_tokens).check_window(self.context_length)
         found = self.context.retriever.search_many([question_of(p) for p in prompts], self.context.top_k)
         tokenizer = self._renderer.tokenizer
         count = lambda text: len(tokenizer(text, add_special_tokens=False)["input_ids"])  # noqa: E731

@@ -34,7 +34,8 @@ def cmd_train(args) -> None:
                             "batch and must divide evenly among the processes; choose N that divides it")
 
         argv = ["train", args.recipe, *args.overrides, *(["--output-dir", args.output_dir] if args.output_dir else []),
-                *(["--resume"] if args.resume else []), *(["--overwrite"] if args.overwrite else [])]
+                *(["--resume"] if args.resume else []), *(["--overwrite"] if args.overwrite else []),
+                *(["--force"] if args.force else [])]
         code = launch(argv, args.nproc)
         if code:
             raise SystemExit(code)
@@ -42,7 +43,7 @@ def cmd_train(args) -> None:
 
     from hftoolkit.train.run import train
 
-    train(recipe, resume=args.resume, overwrite=args.overwrite)
+    train(recipe, resume=args.resume, overwrite=args.overwrite, force=args.force)
 
 
 def cmd_recipes_list(args) -> None:
@@ -222,6 +223,8 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("overrides", nargs="*", help="section.key=value overrides, e.g. training.epochs=1")
     train.add_argument("--output-dir", help="checkpoint folder (overrides output.dir)")
     train.add_argument("--resume", action="store_true", help="continue from the last checkpoint in the folder")
+    train.add_argument("--force", action="store_true", help="with --resume: continue even though the recipe or "
+                       "data changed since the run started")
     train.add_argument("--overwrite", action="store_true", help="replace a finished run in the folder")
     train.add_argument("--nproc", type=int, help="train with N processes (torchrun; CPU: gloo, threads split); "
                        "training.batch_size stays the global batch")

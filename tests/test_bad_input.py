@@ -82,3 +82,22 @@ def test_non_utf8_recipe_and_prompt_file(tiny_gpt, tmp_path):
     prompts.write_bytes("Bremsflüssigkeit\n".encode("latin-1"))
     assert one_error_line(run_cli("generate", tiny_gpt, "--file", prompts, "--raw")) == \
         f"hftoolkit: error: --file: '{prompts}' is not UTF-8 text; save it as UTF-8"
+
+
+def test_hub_id_with_no_hub_fails_in_seconds(tmp_path):
+    import socket
+    import time
+
+    with socket.socket() as closed:  # a port nothing listens on: the hub is down
+        closed.bind(("127.0.0.1", 0))
+        port = closed.getsockname()[1]
+    recipe = tiny_recipe(tmp_path, model={"name": "someorg/no-such-model", "task": "causal_lm", "from_scratch": None})
+    started = time.perf_counter()
+    done = run_cli("train", recipe, env={"HF_ENDPOINT": f"http://127.0.0.1:{port}",
+                                         "HF_HUB_CACHE": str(tmp_path / "hub-cache")})
+    line = one_error_line(done)
+    assert time.perf_counter() - started < 20  # not tens of seconds of retries
+    assert line == ("hftoolkit: error: model.name: 'someorg/no-such-model' is not a local folder or a cached model, "
+                    f"and the hub at http://127.0.0.1:{port} cannot be reached; check the name, set HF_ENDPOINT, "
+                    "or use a local folder or one of smollm2-135m-instruct, minilm-l6")
+    assert not (tmp_path / "run").exists()

@@ -158,17 +158,49 @@ def test_raft_examples_render_passages_and_mask_all_but_the_answer(tiny_chat_mod
     top = retriever.search(QA_ROWS[1]["question"], 2)
     assert validation[1]["passages"].startswith("[1] " + " ".join(top[0].text.split())[:60])  # ranked as at use
 
+    sentences = load_recipe(str(recipe_file(tmp_path, tiny_chat_model, qa_file, brakes_tyres_index)),
+                            ["data.retrieval.sentences=3"])
+    shown_sentences, stats = add_passages(rows, retriever, tokenizer, sentences, training=True)
+    assert stats["passages_hold_a_key_fact"] == 1.0
+    for row in shown_sentences:
+        lines = row["passages"].split("\n")
+        assert [line[:4] for line in lines] == ["[1] ", "[2] ", "[3] "]
+        assert all(line.count(". ") == 0 for line in lines)  # one sentence each
+    validation, _ = add_passages(rows, retriever, tokenizer, sentences, training=False)
+    best = retriever.search(QA_ROWS[0]["question"], 2, sentences=3)
+    assert validation[0]["passages"] == "\n".join(f"[{i}] {' '.join(h.text.split())}" for i, h in enumerate(best, 1))
+
+
+def test_sentence_context_keeps_retrieval_order_and_adds_the_answer_when_missed():
+    import random
+
+    from hftoolkit.data.retrieval_examples import choose_sentences
+    from hftoolkit.retrieval.store import Hit
+
+    ranked = [Hit(i, "a.txt", 10 * i, 10 * i + 9, text, 1.0 - i / 10) for i, text in enumerate(
+        ["Pads wear.", "Discs warp.", "Fluid boils.", "Fluid is changed every two years.", "Tyres age."])]
+    rng = random.Random(0)
+    assert choose_sentences(ranked, ["two years"], 4, False, rng, None) == ranked[:4]  # found: as ranked
+    picked = choose_sentences(ranked, ["two years"], 3, False, rng, None)
+    assert len(picked) == 3 and ranked[3] in picked  # missed by the top 3: put in
+    assert [h for h in picked if h is not ranked[3]] == ranked[:2]  # the rest keep their order
+    oracle = Hit(99, "b.txt", 0, 30, "Replace brake fluid every two years.", 0.0)
+    assert oracle in choose_sentences(ranked[:3], ["two years"], 2, False, rng, oracle)  # from the whole index
+    assert choose_sentences(ranked, ["two years"], 4, True, rng, None) == [ranked[i] for i in (0, 1, 2, 4)]
+    assert choose_sentences(ranked, [], 2, False, rng, None) == ranked[:2]
+
 
 def test_training_records_the_index_and_generate_uses_it(tiny_chat_model, brakes_tyres_index, qa_file, tmp_path):
     index = tmp_path / "index"
     shutil.copytree(brakes_tyres_index, index)
     recipe = recipe_file(tmp_path, tiny_chat_model, qa_file, index, answer_accuracy=True,
                          early_stopping_patience=2, best_metric="answer_accuracy")
-    done = run_cli("train", recipe)
+    done = run_cli("train", recipe, "data.retrieval.sentences=3")
     assert done.returncode == 0, done.stderr[-3000:]
     run = tmp_path / "run"
     record = json.loads((run / "retrieval.json").read_text())
     assert record["index"] == str(index.resolve()) and record["top_k"] == 2 and record["passage_tokens"] == 200
+    assert record["sentences"] == 3
     metrics = json.loads((run / "metrics.json").read_text())
     assert 0.0 <= metrics["eval_answer_accuracy"] <= 1.0 and "eval_answer_accuracy_start" in metrics
     history = json.loads((run / "trainer_log.json").read_text())
@@ -177,7 +209,11 @@ def test_training_records_the_index_and_generate_uses_it(tiny_chat_model, brakes
     asked = run_cli("generate", run, "How often should brake fluid be replaced?", "--chat", "--json", "--cache",
                     "off", "--max-new-tokens", "4")
     assert asked.returncode == 0, asked.stderr[-1500:]
-    assert json.loads(asked.stdout)["sources"]  # the recorded index, by default
+    sources = json.loads(asked.stdout)["sources"]  # the recorded index and sentence count, by default
+    assert len(sources) == 3 and all(s["end"] - s["start"] < 300 for s in sources)
+    whole = run_cli("generate", run, "How often should brake fluid be replaced?", "--chat", "--json", "--cache",
+                    "off", "--max-new-tokens", "4", "--sentences", "0")
+    assert len(json.loads(whole.stdout)["sources"]) == 2  # top_k whole chunks
     off = run_cli("generate", run, "How often should brake fluid be replaced?", "--json", "--cache",
                   "off", "--max-new-tokens", "4", "--no-context")
     assert json.loads(off.stdout)["sources"] == []
@@ -240,10 +276,15 @@ def test_bad_retrieval_settings_are_one_line(tiny_chat_model, brakes_tyres_index
     for override, message in [("data.retrieval.index=/nonexistent/index", "is not an index"),
                               ("data.retrieval.context_tokens=400", "below preprocess.block_size"),
                               ("data.format=text", "data.retrieval works with data.format: qa"),
-                              ("training.best_metric=answer_accuracy", "needs training.answer_accuracy")]:
+                              ("training.best_metric=answer_accuracy", "needs training.answer_accuracy"),
+                              ("data.retrieval.sentences=-1", "data.retrieval.sentences: -1 must be 0")]:
         done = run_cli("train", recipe, override)
         assert done.returncode == 2 and message in done.stderr, (override, done.stderr[-800:])
         assert len(done.stderr.strip().splitlines()) == 1
     assert not (tmp_path / "run").exists()
     generated = run_cli("generate", tiny_chat_model, "hi", "--chat", "--context", tmp_path)
     assert generated.returncode == 2 and "not a corpus index" in generated.stderr
+    negative = run_cli("generate", tiny_chat_model, "hi", "--chat", "--context", brakes_tyres_index,
+                       "--sentences", "-2")
+    assert negative.returncode == 2 and negative.stderr.strip() == "hftoolkit: error: --sentences: -2 must be 0 (whole " \
+        "passages) or more"

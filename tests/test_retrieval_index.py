@@ -58,6 +58,28 @@ def test_search_finds_the_right_chunk_for_differently_worded_questions(corpus, t
         assert 0 < best.score <= 1
 
 
+def test_sentences_are_ranked_within_the_retrieved_chunks(corpus, tmp_path):
+    index = tmp_path / "index"
+    build_index(str(corpus), str(index), IndexSettings(chunk_tokens=96, overlap_tokens=24), log=QUIET)
+    retriever = Retriever(str(index), log=QUIET)
+    question = "How thick is the friction lining on a fresh set of pads?"
+    chunks = retriever.search(question, top_k=3)
+    best = retriever.search(question, top_k=3, sentences=2)
+    assert len(best) == 2 and best[0].score >= best[1].score
+    assert "10 to 12 millimetres" in best[0].text and len(best[0].text) < len(chunks[0].text)
+    everything = retriever.search(question, top_k=3, sentences=1000)
+    assert len({(h.file, h.start) for h in everything}) == len(everything)  # overlapping chunks: each sentence once
+    for hit in everything:
+        assert (corpus / hit.file).read_text()[hit.start:hit.end] == hit.text  # offsets into the source file
+        assert any(c.file == hit.file and c.start <= hit.start and hit.end <= c.end for c in chunks)
+        assert hit.text.count(". ") == 0  # one sentence, not a chunk
+    assert [h.score for h in everything] == sorted((h.score for h in everything), reverse=True)
+    top = chunks[0]
+    inside = sorted((h for h in everything if h.file == top.file and top.start <= h.start < top.end),
+                    key=lambda h: h.start)
+    assert " ".join(" ".join(h.text for h in inside).split()) == " ".join(top.text.split())  # nothing lost
+
+
 def test_rebuild_embeds_only_changed_files(corpus, tmp_path):
     index = tmp_path / "index"
     build_index(str(corpus), str(index), log=QUIET)

@@ -2,11 +2,13 @@
 
 import json
 import shutil
+from pathlib import Path
 
 import torch
 import yaml
 
 from conftest import run_cli, run_plain_python, tiny_recipe
+from hftoolkit.paths import resolve_data_path
 
 EXPECTED_FILES = {"model.safetensors", "config.json", "generation_config.json", "tokenizer.json",
                   "tokenizer_config.json", "recipe.yaml", "metrics.json", "README.md", "loss_curve.png",
@@ -58,7 +60,11 @@ def test_finished_run_is_not_overwritten(tmp_path):
 def test_resume_continues_from_last_checkpoint(tmp_path):
     from safetensors.torch import load_file
 
-    recipe = tiny_recipe(tmp_path, training={"max_steps": 6, "save_steps": 3, "eval_steps": 3})
+    data = tmp_path / "brakes.txt"
+    original = Path(resolve_data_path("bundled://corpora/cars/text/train/06_brakes.txt")).read_text()
+    data.write_text(original)
+    recipe = tiny_recipe(tmp_path, training={"max_steps": 6, "save_steps": 3, "eval_steps": 3},
+                         data={"train": str(data)})
     out = tmp_path / "run"
     assert run_cli("train", recipe, "--output-dir", out).returncode == 0
     uninterrupted = load_file(out / "model.safetensors")
@@ -73,6 +79,19 @@ def test_resume_continues_from_last_checkpoint(tmp_path):
 
     fresh = run_cli("train", recipe, "--output-dir", out)
     assert fresh.returncode == 2 and "--resume" in fresh.stderr
+    before = sorted(p.relative_to(out) for p in out.rglob("*"))
+    changed = run_cli("train", recipe, "--output-dir", out, "--resume", "training.learning_rate=0.01")
+    assert changed.returncode == 2 and len(changed.stderr.strip().splitlines()) == 1
+    assert "--resume: the recipe changed since this run started (training.learning_rate)" in changed.stderr
+    data.write_text(original + "\nOne more paragraph about brakes.\n")
+    moved = run_cli("train", recipe, "--output-dir", out, "--resume")
+    assert moved.returncode == 2 and "--resume: the training data changed since this run started" in moved.stderr
+    assert sorted(p.relative_to(out) for p in out.rglob("*")) == before  # refused before writing anything
+    forced_copy = tmp_path / "forced"
+    shutil.copytree(out, forced_copy)
+    forced = run_cli("train", recipe, "--output-dir", forced_copy, "--resume", "--force")
+    assert forced.returncode == 0, forced.stderr[-2000:]
+    data.write_text(original)
     resumed = run_cli("train", recipe, "--output-dir", out, "--resume")
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     log = json.loads((out / "trainer_log.json").read_text())
@@ -80,3 +99,5 @@ def test_resume_continues_from_last_checkpoint(tmp_path):
     assert [h["step"] for h in log if "loss" in h] == [1, 2, 3, 4, 5, 6]  # no step trained twice
     final = load_file(out / "model.safetensors")
     assert all(torch.equal(final[k], uninterrupted[k]) for k in uninterrupted)  # same as never stopping
+    changed_lr = load_file(forced_copy / "model.safetensors")
+    assert not all(torch.equal(changed_lr[k], uninterrupted[k]) for k in uninterrupted)  # --force trained on the changed data

@@ -52,12 +52,38 @@ def is_ours(out: Path) -> bool:
     return (out / RUN_MARKER).is_file()
 
 
-def claim_output_dir(out: Path) -> None:
-    """Mark the folder as an hftoolkit run before anything is written into it."""
+def claim_output_dir(out: Path, recipe: dict | None = None, data_hash: str | None = None) -> None:
+    """Mark the folder as an hftoolkit run before anything is written into it; the marker also keeps
+    the recipe (secrets masked) and the data's content hash, which --resume checks against."""
     marker = out / RUN_MARKER
     marker.parent.mkdir(parents=True, exist_ok=True)
     if not marker.is_file():
-        marker.write_text(json.dumps({"started": time.strftime("%Y-%m-%dT%H:%M:%S%z")}))
+        marker.write_text(json.dumps({"started": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "recipe": recipe,
+                                      "data": data_hash}))
+
+
+def check_resume_matches(out: Path, recipe: dict, data_hash: str) -> None:
+    """--resume continues a run only with the recipe and data it started with: anything else would
+    silently mix two trainings in one checkpoint. Names what changed; --force skips this check."""
+    try:
+        started = json.loads((out / RUN_MARKER).read_text())
+    except (OSError, ValueError):
+        return  # a run from before the marker kept its recipe: nothing to compare
+    changed = [key for key in _changed_keys(started.get("recipe"), recipe) if not key.startswith("output.")]
+    if started.get("recipe") is not None and changed:
+        shown = ", ".join(changed[:4]) + (f" and {len(changed) - 4} more" if len(changed) > 4 else "")
+        raise UserError(f"--resume: the recipe changed since this run started ({shown}); undo the change, "
+                        "start a new run with --overwrite, or pass --force to resume anyway")
+    if started.get("data") is not None and started["data"] != data_hash:
+        raise UserError("--resume: the training data changed since this run started; restore it, start a new run "
+                        "with --overwrite, or pass --force to resume anyway")
+
+
+def _changed_keys(before, after, prefix: str = "") -> list[str]:
+    if isinstance(before, dict) and isinstance(after, dict):
+        return [key for name in sorted(set(before) | set(after))
+                for key in _changed_keys(before.get(name), after.get(name), f"{prefix}{name}.")]
+    return [] if before == after else [prefix.rstrip(".")]
 
 
 def clear_run(out: Path) -> None:

@@ -39,6 +39,35 @@ def choose_passages(hits: list[Hit], facts: list[str], top_k: int, distractor_on
     return [bearing[0]] + distractors[:top_k - 1]
 
 
+def choose_sentences(ranked: list[Hit], facts: list[str], count: int, distractor_only: bool, rng: random.Random,
+                     oracle: Hit | None) -> list[Hit]:
+    """RAFT context made of single sentences, in the order retrieval ranked them (as generation will
+    see them): the best `count`, with a sentence that states the answer put in at a random place when
+    retrieval ranked none high enough; or, for distractor-only questions, the best without the answer."""
+    bears = lambda hit: any(contains(hit.text, f) for f in facts)  # noqa: E731
+    if not facts:
+        return ranked[:count]
+    if distractor_only:
+        return [h for h in ranked if not bears(h)][:count]
+    if any(bears(h) for h in ranked[:count]):
+        return ranked[:count]
+    oracle = next((h for h in ranked if bears(h)), oracle)
+    chosen = [h for h in ranked if not bears(h)][:count - 1]
+    if oracle is not None:
+        chosen.insert(rng.randint(0, len(chosen)), oracle)
+    return chosen
+
+
+def _oracle_sentence(retriever, everything: list[Hit], facts: list[str]) -> Hit | None:
+    """A sentence anywhere in the index that states one of `facts` (retrieval missed it)."""
+    for chunk in everything:
+        if any(contains(chunk.text, f) for f in facts):
+            for sentence in retriever.rank_sentences(retriever.embedder.encode([" ".join(facts)])[0], [chunk]):
+                if any(contains(sentence.text, f) for f in facts):
+                    return sentence
+    return None
+
+
 def add_passages(split, retriever, tokenizer, recipe, training: bool):
     """`split` with a `passages` column (the formatted block put before each question) and stats."""
     from hftoolkit.data.chat_format import to_messages
@@ -46,7 +75,10 @@ def add_passages(split, retriever, tokenizer, recipe, training: bool):
     data, settings = recipe.data, recipe.data.retrieval
     questions = [str(q) for q in split[data.question_column]]
     facts_column = split["key_facts"] if "key_facts" in split.column_names else [None] * len(split)
-    found = retriever.search_many(questions, settings.top_k * 2 if training else settings.top_k)
+    if settings.sentences:  # training ranks every sentence of the chunks; it picks from all of them
+        found = retriever.search_many(questions, settings.top_k, 10**6 if training else settings.sentences)
+    else:
+        found = retriever.search_many(questions, settings.top_k * 2 if training else settings.top_k)
     everything = retriever.store.chunks() if training else []
     count = lambda text: len(tokenizer(text, add_special_tokens=False)["input_ids"])  # noqa: E731
     render = lambda messages: tokenizer.apply_chat_template(messages, tokenize=False)  # noqa: E731
@@ -56,11 +88,15 @@ def add_passages(split, retriever, tokenizer, recipe, training: bool):
         if training:
             rng = random.Random(f"{recipe.training.seed}:{number}")
             distractor_only = rng.random() * 100 < settings.distractor_percent
-            hits = choose_passages(hits, facts, settings.top_k, distractor_only, rng, everything)
+            if settings.sentences:
+                oracle = _oracle_sentence(retriever, everything, facts) if facts else None
+                hits = choose_sentences(hits, facts, settings.sentences, distractor_only, rng, oracle)
+            else:
+                hits = choose_passages(hits, facts, settings.top_k, distractor_only, rng, everything)
         conversation = to_messages({**row, PASSAGES_COLUMN: ""}, data)
         _, used = augment(conversation, hits, render, count, recipe.preprocess.block_size - 1,
                           settings.context_tokens)
-        if training:  # the answer is not always first: the model must read, not count
+        if training and not settings.sentences:  # the answer is not always first: read, not count
             rng.shuffle(used)
         blocks.append(format_passages([h.text for h in used]))
         with_answer += any(contains(h.text, f) for h in used for f in facts) if facts else bool(used)

@@ -8,7 +8,8 @@ from hftoolkit.errors import UserError
 
 def evaluate_causal_lm(checkpoint: str, data: str, system: str | None = None, batch_size: int = 16,
                        text_column: str = "text", block_size: int = 256, context: str | None = "auto",
-                       top_k: int | None = None, context_tokens: int | None = None, log=print) -> dict:
+                       top_k: int | None = None, context_tokens: int | None = None, log=print,
+                       sentences: int | None = None) -> dict:
     """QA files (a `question` column) get answer accuracy, with retrieval as `context` says; text files
     get perplexity."""
     rows = load_split(data, "--data")
@@ -17,7 +18,7 @@ def evaluate_causal_lm(checkpoint: str, data: str, system: str | None = None, ba
         from hftoolkit.generate.api import TextGenerator
 
         generator = TextGenerator(checkpoint, cache="off", system=system, log=log, context=context, top_k=top_k,
-                                  context_tokens=context_tokens)
+                                  context_tokens=context_tokens, sentences=sentences)
         result = qa_accuracy(generator, list(rows), batch_size)
         result["retrieval"] = generator.context.retriever.path if generator.context else None
         return result

@@ -50,7 +50,7 @@ class _TokenizerOnly:
 class TextGenerator:
     def __init__(self, checkpoint: str, cache: str | None = "disk", cache_ttl: int | None = None,
                  system: str | None = None, log=print, context: str | None = "auto", top_k: int | None = None,
-                 context_tokens: int | None = None, request_log=None):
+                 context_tokens: int | None = None, request_log=None, sentences: int | None = None):
         check_checkpoint(checkpoint)
         self.checkpoint, self.log = checkpoint, log
         self.system = system if system is not None else saved_system_prompt(checkpoint)
@@ -60,7 +60,7 @@ class TextGenerator:
         self.model_hash = model_fingerprint(checkpoint) if wants_hash else ""
         self._renderer = _TokenizerOnly(checkpoint)
         self._generator: Generator | None = None
-        self.context = open_context(checkpoint, context, top_k, context_tokens, log)
+        self.context = open_context(checkpoint, context, top_k, context_tokens, log, sentences)
         self.context_length = context_length(checkpoint)
         self.last_passages: list = []  # what the latest stream() put into its prompt
         self.last_log_id: int | None = None  # the generation-log row of the latest stream()
@@ -97,7 +97,8 @@ class TextGenerator:
         if prompts:
             self.render(prompts[0], chat)  # a chat request to a model without a chat template fails here
         GenerationSettings(max_new_tokens=max_new_tokens).check_window(self.context_length)
-        found = self.context.retriever.search_many([question_of(p) for p in prompts], self.context.top_k)
+        found = self.context.retriever.search_many([question_of(p) for p in prompts], self.context.top_k,
+                                                   self.context.sentences)
         tokenizer = self._renderer.tokenizer
         count = lambda text: len(tokenizer(text, add_special_tokens=False)["input_ids"])  # noqa: E731
         limit = max(1, self.context_length - max_new_tokens)

@@ -139,7 +139,7 @@ def cmd_cache(args) -> None:
 def context_from(args) -> dict:
     """TextGenerator's retrieval arguments from --context/--no-context/--top-k/--context-tokens."""
     return {"context": "off" if args.no_context else args.context, "top_k": args.top_k,
-            "context_tokens": args.context_tokens}
+            "context_tokens": args.context_tokens, "sentences": args.sentences}
 
 
 def add_context_options(parser) -> None:
@@ -151,6 +151,9 @@ def add_context_options(parser) -> None:
     parser.add_argument("--context-tokens", type=int,
                         help="most tokens of passages per prompt (default: as trained, else 384); the prompt "
                              "never outgrows the model's window")
+    parser.add_argument("--sentences", type=int, metavar="N",
+                        help="put only the N sentences of the retrieved passages most similar to the question "
+                             "into the prompt; 0: whole passages (default: as trained, else 0)")
 
 
 def add_generation_options(parser) -> None:

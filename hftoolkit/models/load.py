@@ -30,13 +30,20 @@ def check_model_source(name: str | None, field: str = "model.name") -> None:
                         "or a hub id (org/name)")
 
 
-def resolve_model_path(name: str, log=print) -> str:
-    """A local folder for `name`: as given, pulled for known models, else the hub id itself."""
+def resolve_model_path(name: str, log=print, field: str = "model.name") -> str:
+    """A local folder for `name`: as given, pulled for known models, else the hub id itself (refused at
+    once when it is not cached and the hub cannot be reached)."""
+    from hftoolkit.hub.endpoint import cached_on_this_machine, hub_endpoint, hub_reachable
+
     path = Path(name).expanduser()
     if path.exists():
         return str(path)
     if known_model(name):
         return str(pull(name, log=log))
+    if not cached_on_this_machine(name) and not hub_reachable():
+        raise UserError(f"{field}: '{name}' is not a local folder or a cached model, and the hub at {hub_endpoint()} "
+                        f"cannot be reached; check the name, set HF_ENDPOINT, or use a local folder or one of "
+                        f"{', '.join(KNOWN_MODELS)}")
     return name
 
 

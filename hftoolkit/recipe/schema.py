@@ -56,6 +56,8 @@ class Retrieval:
     chunk_tokens: int = knob(128, "most embedder tokens per chunk when building")
     top_k: int = knob(3, "passages per question, in training and later at generation")
     context_tokens: int = knob(384, "most tokens of passages per prompt; more context costs training time")
+    sentences: int = knob(0, "> 0: put only this many sentences of the top_k chunks, the most similar to the "
+                             "question, into each prompt (training and generation); 0: whole chunks")
     distractor_percent: float = knob(20.0, "percent of training questions shown only passages that lack the "
                                            "answer (RAFT), so the model also learns the facts themselves")
 

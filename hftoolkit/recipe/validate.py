@@ -94,6 +94,8 @@ def check_retrieval(recipe: Recipe) -> None:
     for field in ("top_k", "context_tokens", "chunk_tokens"):
         if getattr(retrieval, field) <= 0:
             raise UserError(f"data.retrieval.{field}: {getattr(retrieval, field)} must be greater than 0")
+    if retrieval.sentences < 0:
+        raise UserError(f"data.retrieval.sentences: {retrieval.sentences} must be 0 (whole chunks) or more")
     if not 0 <= retrieval.distractor_percent <= 100:
         raise UserError(f"data.retrieval.distractor_percent: {retrieval.distractor_percent} must be 0 to 100")
     if retrieval.context_tokens >= recipe.preprocess.block_size:

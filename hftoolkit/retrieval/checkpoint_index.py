@@ -20,6 +20,7 @@ class ContextSource:
     retriever: object  # retrieval.index.Retriever
     top_k: int
     passage_tokens: int
+    sentences: int = 0  # > 0: only the best this many sentences of the top_k chunks
 
 
 def recorded_index(checkpoint: str) -> dict | None:
@@ -33,7 +34,7 @@ def recorded_index(checkpoint: str) -> dict | None:
 
 
 def open_context(checkpoint: str, context: str | None, top_k: int | None, passage_tokens: int | None,
-                 log=print) -> ContextSource | None:
+                 log=print, sentences: int | None = None) -> ContextSource | None:
     """The retriever and budget to answer with, or None for plain generation."""
     from hftoolkit.errors import UserError
     from hftoolkit.retrieval.index import Retriever
@@ -53,12 +54,16 @@ def open_context(checkpoint: str, context: str | None, top_k: int | None, passag
         raise UserError(f"--top-k: {top_k} must be at least 1")
     if passage_tokens is not None and passage_tokens < 16:
         raise UserError(f"--context-tokens: {passage_tokens} must be at least 16")
+    if sentences is not None and sentences < 0:
+        raise UserError(f"--sentences: {sentences} must be 0 (whole passages) or more")
     return ContextSource(Retriever(context, log=log), top_k or record.get("top_k") or DEFAULT_TOP_K,
-                         passage_tokens or record.get("passage_tokens") or DEFAULT_PASSAGE_TOKENS)
+                         passage_tokens or record.get("passage_tokens") or DEFAULT_PASSAGE_TOKENS,
+                         sentences if sentences is not None else int(record.get("sentences") or 0))
 
 
-def record_index(folder: Path, retriever, top_k: int, passage_tokens: int) -> None:
+def record_index(folder: Path, retriever, top_k: int, passage_tokens: int, sentences: int = 0) -> None:
     """Write retrieval.json into a checkpoint folder being saved."""
     (folder / RECORD_FILE).write_text(json.dumps({
         "index": retriever.path, "fingerprint": retriever.fingerprint, "top_k": top_k,
-        "passage_tokens": passage_tokens, "embedder": retriever.store.meta().get("embedder")}, indent=2))
+        "passage_tokens": passage_tokens, "sentences": sentences,
+        "embedder": retriever.store.meta().get("embedder")}, indent=2))

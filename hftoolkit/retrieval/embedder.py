@@ -21,7 +21,7 @@ class SentenceEmbedder:
         from hftoolkit.models.load import resolve_model_path
 
         self.name = name
-        self.path = resolve_model_path(name, log)
+        self.path = resolve_model_path(name, log, field="embedder")
         try:
             self.tokenizer = AutoTokenizer.from_pretrained(self.path)
             self.model = AutoModel.from_pretrained(self.path, dtype=torch.float32).eval()

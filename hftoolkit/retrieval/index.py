@@ -146,10 +146,40 @@ class Retriever:
 
         self.embedder = SentenceEmbedder(meta["embedder"], log=log)
         self.fingerprint = self.store.fingerprint()
+        self._sentence_vectors: dict = {}  # (file, start, end) -> vector; sentences recur across questions
 
-    def search(self, query: str, top_k: int = 3) -> list[Hit]:
-        return self.store.search(self.embedder.encode([query])[0], top_k)
+    def search(self, query: str, top_k: int = 3, sentences: int = 0) -> list[Hit]:
+        return self.search_many([query], top_k, sentences)[0]
 
-    def search_many(self, queries: list[str], top_k: int = 3) -> list[list[Hit]]:
+    def search_many(self, queries: list[str], top_k: int = 3, sentences: int = 0) -> list[list[Hit]]:
+        """The best `top_k` chunks per query; with `sentences`, the best that many sentences of those
+        chunks instead (each its own hit, best first)."""
         vectors = self.embedder.encode(queries)
-        return [self.store.search(vector, top_k) for vector in vectors]
+        found = [self.store.search(vector, top_k) for vector in vectors]
+        if sentences:
+            found = [self.rank_sentences(vector, hits)[:sentences] for vector, hits in zip(vectors, found)]
+        return found
+
+    def rank_sentences(self, query_vector, hits: list[Hit]) -> list[Hit]:
+        """Every sentence of `hits` (once, though chunks overlap) as a hit of its own, most similar to the
+        query first. A small reader answers better from the few sentences that matter than from whole
+        chunks, where it tends to take a number from the wrong sentence."""
+        from dataclasses import replace
+
+        from hftoolkit.retrieval.chunking import sentence_spans
+
+        pieces, seen = [], set()
+        for hit in hits:
+            for span in sentence_spans(hit.text, self.embedder.count_tokens):
+                start = hit.start + span.start
+                if (hit.file, start) not in seen:
+                    seen.add((hit.file, start))
+                    pieces.append(replace(hit, start=start, end=hit.start + span.end,
+                                          text=hit.text[span.start:span.end]))
+        keys = [(p.file, p.start, p.end) for p in pieces]
+        new = [(k, p.text) for k, p in zip(keys, pieces) if k not in self._sentence_vectors]
+        if new:
+            self._sentence_vectors.update(zip([k for k, _ in new], self.embedder.encode([t for _, t in new])))
+        scores = [float(self._sentence_vectors[k] @ query_vector) for k in keys]
+        ranked = sorted(range(len(pieces)), key=lambda i: -scores[i])
+        return [replace(pieces[i], score=scores[i]) for i in ranked]

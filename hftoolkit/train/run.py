@@ -5,8 +5,8 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-from hftoolkit.checkpoint.output_dir import (check_disk_space, check_output_dir, claim_output_dir, clear_run,
-                                              last_trainer_checkpoint)
+from hftoolkit.checkpoint.output_dir import (check_disk_space, check_output_dir, check_resume_matches,
+                                              claim_output_dir, clear_run, last_trainer_checkpoint)
 from hftoolkit.checkpoint.save import save_checkpoint
 from hftoolkit.data.chat_format import show_loss_mask
 from hftoolkit.data.labels import inverse_frequency_weights, label_names
@@ -18,8 +18,9 @@ from hftoolkit.recipe.validate import validate
 from hftoolkit.train.metrics import perplexity
 
 
-def train(recipe: Recipe, resume: bool = False, overwrite: bool = False, log=print) -> dict:
-    """Run a validated recipe end to end; returns the metrics written to metrics.json.
+def train(recipe: Recipe, resume: bool = False, overwrite: bool = False, log=print, force: bool = False) -> dict:
+    """Run a validated recipe end to end; returns the metrics written to metrics.json. `force` resumes
+    even when the recipe or data changed since the run started.
 
     Under torchrun/accelerate every rank runs this; rank 0 alone writes (see `train.distributed`)."""
     from hftoolkit.train import distributed
@@ -45,6 +46,8 @@ def train(recipe: Recipe, resume: bool = False, overwrite: bool = False, log=pri
 
             loaded, retriever = attach_passages(loaded, recipe, tokenizer, log)
         blocks, stats, hit = preprocess(recipe, loaded, tokenizer, labels)
+    if resume and not force:
+        check_resume_matches(out, to_dict(recipe), loaded.content_hash)
     log(f"preprocessing: cache {'hit, reusing' if hit else 'miss, tokenized'} ({'same' if hit else 'new'} "
         "data, tokenizer and preprocess settings)")
     for split, numbers in stats.items():
@@ -56,7 +59,7 @@ def train(recipe: Recipe, resume: bool = False, overwrite: bool = False, log=pri
     if distributed.is_main():
         if overwrite and out.exists() and any(out.iterdir()):
             clear_run(out)  # only now: bad input above must never cost the user an old run
-        claim_output_dir(out)
+        claim_output_dir(out, to_dict(recipe), loaded.content_hash)
         check_disk_space(out, model)
     distributed.wait_for_everyone()
     answer_accuracy = None
@@ -73,7 +76,8 @@ def train(recipe: Recipe, resume: bool = False, overwrite: bool = False, log=pri
         index_record = None
         if retriever is not None:
             index_record = {"retriever": retriever, "top_k": recipe.data.retrieval.top_k,
-                            "passage_tokens": recipe.data.retrieval.context_tokens}
+                            "passage_tokens": recipe.data.retrieval.context_tokens,
+                            "sentences": recipe.data.retrieval.sentences}
         save_checkpoint(out, trainer.model, tokenizer, to_dict(recipe), metrics, trainer.state.log_history,
                         index_record)
         if not recipe.training.lora.enabled:

@@ -5,7 +5,11 @@ class UserError(Exception):
     """Bad input: a recipe, file, column, model or checkpoint the user named.
 
     The CLI prints the message as a single line and exits with status 2, so the
-    message must name the culprit (field, file) and say how to fix it.
+    message must name the culprit (field, file) and say how to fix it. Line breaks
+    in what it quotes back (an override, a file name) are shown as \\n, \\r.
     """
 
     exit_code = 2
+
+    def __init__(self, message: str = ""):
+        super().__init__(str(message).replace("\r", "\\r").replace("\n", "\\n"))

@@ -84,7 +84,7 @@ def test_cli_generate_json_and_bad_checkpoint(checkpoint, tmp_path):
     assert bad.returncode == 2 and "no weights" in bad.stderr
     (broken / "model.safetensors").write_bytes(b"not really weights")
     no_tokenizer = run_cli("generate", broken, "hi", "--cache", "off")
-    assert no_tokenizer.returncode == 2 and "no usable tokenizer" in no_tokenizer.stderr
+    assert no_tokenizer.returncode == 2 and "has no tokenizer files" in no_tokenizer.stderr
     corrupt = tmp_path / "corrupt"
     shutil.copytree(checkpoint, corrupt, ignore=shutil.ignore_patterns("checkpoints", "logs"))
     weights = corrupt / "model.safetensors"

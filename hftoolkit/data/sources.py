@@ -47,6 +47,30 @@ def expand_files(spec: str, field: str) -> list[Path] | None:
     raise UserError(f"{field}: file '{spec}' does not exist; give a file, folder, glob or hub dataset id")
 
 
+def check_text_file(path: Path, field: str, chunk: int = 1 << 20) -> None:
+    """An empty, binary or non-UTF-8 file gets its own message (datasets would only say that generating
+    the split failed). Read in 1 MB pieces, so a large file costs time, not memory."""
+    import codecs
+
+    decoder = codecs.getincrementaldecoder("utf-8")()
+    size = 0
+    try:
+        with open(path, "rb") as handle:
+            while piece := handle.read(chunk):
+                size += len(piece)
+                if b"\0" in piece:
+                    raise UserError(f"{field}: '{path}' looks binary (it holds NUL bytes), not text; give a text file")
+                decoder.decode(piece)
+            decoder.decode(b"", final=True)
+    except UnicodeDecodeError as exc:
+        raise UserError(f"{field}: '{path}' is not UTF-8 text ({exc.reason}); convert it, e.g. iconv -f latin1 "
+                        "-t utf-8") from None
+    except OSError as exc:
+        raise UserError(f"{field}: cannot read '{path}' ({exc.strerror})") from None
+    if size == 0:
+        raise UserError(f"{field}: '{path}' is empty; give a file with text in it")
+
+
 def looks_like_hub_id(spec: str) -> bool:
     parts = spec.split("/")
     return (not spec.startswith((".", "/", "~", "bundled://")) and len(parts) <= 2
@@ -69,6 +93,9 @@ def load_split(spec, field: str):
     if len(kinds) > 1:
         raise UserError(f"{field}: '{spec}' mixes file types ({', '.join(sorted(kinds))}); use one type per split")
     builder = kinds.pop()
+    if builder in ("text", "json", "csv"):
+        for file in files:
+            check_text_file(file, field)
     options = {"sample_by": "paragraph"} if builder == "text" else {}
     try:
         loaded = datasets.load_dataset(builder, data_files=[str(f) for f in files], split="train", **options)

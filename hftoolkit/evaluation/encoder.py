@@ -12,6 +12,7 @@ import tempfile
 from dataclasses import replace
 from pathlib import Path
 
+from hftoolkit.checkpoint.open import open_model, open_tokenizer
 from hftoolkit.checkpoint.saved import saved_recipe_dict
 from hftoolkit.data.sources import load_split
 from hftoolkit.errors import UserError
@@ -34,7 +35,7 @@ def saved_precision(checkpoint: str) -> str:
 
 def evaluate_encoder(checkpoint: str, data: str, task: str, batch_size: int | None = None) -> dict:
     import transformers
-    from transformers import AutoTokenizer, TrainingArguments
+    from transformers import TrainingArguments
 
     from hftoolkit.data.encoder_format import encode_classification, encode_masked_lm
     from hftoolkit.data.sources import require_columns
@@ -48,8 +49,8 @@ def evaluate_encoder(checkpoint: str, data: str, task: str, batch_size: int | No
     recipe = saved_recipe(checkpoint, task, getattr(config, "problem_type", None))
     rows = load_split(data, "--data")
     require_columns(rows.column_names, required_columns(recipe.data, task), data)
-    tokenizer = AutoTokenizer.from_pretrained(checkpoint)
-    model = getattr(transformers, AUTO_CLASSES[task]).from_pretrained(checkpoint)
+    tokenizer = open_tokenizer(checkpoint)
+    model = open_model(checkpoint, AUTO_CLASSES[task])
     labels = None
     if task == "classification":
         labels = [config.id2label[i] for i in range(config.num_labels)] if recipe.model.problem_type != "regression" \

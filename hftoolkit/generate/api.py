@@ -21,10 +21,10 @@ import threading
 import time
 from typing import Iterator
 
+from hftoolkit.checkpoint.open import check_checkpoint, open_tokenizer
 from hftoolkit.checkpoint.saved import saved_system_prompt
 from hftoolkit.generate.cache import ResponseCache, model_fingerprint, open_backend, request_key
-from hftoolkit.generate.engine import (Completion, GenerationSettings, Generator, check_checkpoint, context_length,
-                                      cut_at_stop)
+from hftoolkit.generate.engine import Completion, GenerationSettings, Generator, context_length, cut_at_stop
 from hftoolkit.retrieval.checkpoint_index import open_context
 from hftoolkit.retrieval.context import augment, question_of
 
@@ -33,15 +33,7 @@ class _TokenizerOnly:
     """Renders prompts with the checkpoint's tokenizer before any weights are loaded."""
 
     def __init__(self, path: str):
-        from transformers import AutoTokenizer
-
-        from hftoolkit.errors import UserError
-
-        try:
-            self.tokenizer = AutoTokenizer.from_pretrained(path)
-        except (OSError, ValueError, KeyError, TypeError) as exc:
-            raise UserError(f"checkpoint '{path}' has no usable tokenizer ({type(exc).__name__}: "
-                            f"{str(exc).splitlines()[0][:140] if str(exc) else ''}); is it complete?") from None
+        self.tokenizer = open_tokenizer(path)
         self.path = path
 
     render = Generator.render

@@ -35,6 +35,8 @@ def read_prompts(prompts: list[str], file: str | None) -> list:
                 items.append(value)
         else:
             items += [line for line in path.read_text().splitlines() if line.strip()]
+    if not items and file:
+        raise UserError(f"--file: '{file}' holds no prompts; write one prompt per line (or JSON lines)")
     if not items:
         raise UserError("no prompts: give PROMPT arguments or --file")
     return items

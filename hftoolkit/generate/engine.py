@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import time
 from dataclasses import asdict, dataclass, field
-from pathlib import Path
 
+from hftoolkit.checkpoint.open import check_checkpoint, open_model, open_tokenizer
 from hftoolkit.errors import UserError
 
 
@@ -73,15 +73,10 @@ class Generator:
     @classmethod
     def load(cls, path: str, dtype: str = "auto") -> "Generator":
         import torch
-        from transformers import AutoModelForCausalLM, AutoTokenizer
 
         check_checkpoint(path)
-        try:
-            tokenizer = AutoTokenizer.from_pretrained(path)
-            model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32 if dtype == "auto" else dtype)
-        except Exception as exc:  # safetensors, json and torch each raise their own types for a bad file
-            raise UserError(f"checkpoint '{path}' could not be loaded ({type(exc).__name__}: "
-                            f"{str(exc).splitlines()[0][:160]}); is it complete? re-save or re-train it") from None
+        tokenizer = open_tokenizer(path)
+        model = open_model(path, "AutoModelForCausalLM", dtype=torch.float32 if dtype == "auto" else dtype)
         model.eval()
         return cls(model, tokenizer, str(path))
 
@@ -202,14 +197,3 @@ def cut_at_stop(text: str, stops: list[str]) -> str:
     cut = min((text.find(s) for s in stops if s and s in text), default=-1)
     return text[:cut] if cut >= 0 else text
 
-
-def check_checkpoint(path: str) -> None:
-    folder = Path(path)
-    if not folder.is_dir():
-        raise UserError(f"checkpoint '{path}' is not a folder; give a folder written by `hftoolkit train` "
-                        "or any Hugging Face checkpoint")
-    if not (folder / "config.json").is_file():
-        raise UserError(f"checkpoint '{path}' has no config.json; is it a checkpoint folder?")
-    weights = list(folder.glob("*.safetensors")) + list(folder.glob("*.bin"))
-    if not weights:
-        raise UserError(f"checkpoint '{path}' has no weights (*.safetensors); was the run interrupted?")

@@ -50,18 +50,16 @@ def resolve_model_path(name: str, log=print, field: str = "model.name") -> str:
 def load_pretrained(recipe: Recipe, log=print, head: dict | None = None):
     """(tokenizer, model) from model.name; pad token fixed up so padding never hides EOS from the loss."""
     import transformers
-    from transformers import AutoTokenizer
+
+    from hftoolkit.checkpoint.open import open_model, open_tokenizer
 
     source = resolve_model_path(recipe.model.name, log)
-    auto = getattr(transformers, AUTO_CLASSES[recipe.model.task])
+    auto = AUTO_CLASSES[recipe.model.task]
     kwargs = dict(head or {})  # classification: num_labels, id2label, label2id, problem_type
     transformers.set_seed(recipe.training.seed)  # new heads (classifier, LoRA) start the same every run
-    try:
-        tokenizer = AutoTokenizer.from_pretrained(source)
-        model = auto.from_pretrained(source, **kwargs)
-    except OSError as exc:
-        raise UserError(f"model.name: could not load '{recipe.model.name}' ({str(exc).splitlines()[0][:160]}); "
-                        "check the folder or hub id, or pull it with `hftoolkit models pull`") from None
+    label = f"model.name: '{recipe.model.name}'"
+    tokenizer = open_tokenizer(source, label)
+    model = open_model(source, auto, label, **kwargs)
     if tokenizer.pad_token is None:
         # A distinct pad token: padding positions are masked, EOS keeps its own id and stays learned.
         tokenizer.add_special_tokens({"pad_token": "<|pad|>"})

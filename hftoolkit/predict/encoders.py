@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from hftoolkit.errors import UserError
-from hftoolkit.generate.engine import check_checkpoint
+from hftoolkit.checkpoint.open import check_checkpoint, open_model, open_tokenizer
 
 
 HEADS = {"AutoModelForSequenceClassification": ("ForSequenceClassification", "classifier"),
@@ -20,13 +20,7 @@ def _load(path: str, auto_class: str):
         # loading would attach a randomly initialised head and predict nonsense with a straight face
         raise UserError(f"checkpoint '{path}' is not a {what} ({', '.join(config.architectures or ['no head'])}); "
                         f"use a checkpoint trained with that head")
-    try:
-        tokenizer = transformers.AutoTokenizer.from_pretrained(path)
-        model = getattr(transformers, auto_class).from_pretrained(path)
-    except Exception as exc:  # safetensors, json and torch each raise their own types for a bad file
-        raise UserError(f"checkpoint '{path}' could not be loaded as {auto_class} ({type(exc).__name__}: "
-                        f"{str(exc).splitlines()[0][:140] if str(exc) else ''})") from None
-    return tokenizer, model.eval()
+    return open_tokenizer(path), open_model(path, auto_class).eval()
 
 
 class Classifier:

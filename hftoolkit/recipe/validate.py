@@ -31,6 +31,10 @@ def validate(recipe: Recipe) -> None:
         from hftoolkit.models.scratch import check_scratch_config
 
         check_scratch_config(model.from_scratch)
+        if recipe.data.format != "text":
+            raise UserError(f"data.format: {recipe.data.format} needs a pretrained chat model (model.name); a "
+                            "from-scratch model learns its tokenizer from plain text and has no chat template: "
+                            "use data.format: text")
     for field, get in POSITIVE.items():
         if get(recipe) <= 0:
             raise UserError(f"{field}: {get(recipe)} must be greater than 0")

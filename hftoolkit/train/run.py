@@ -33,7 +33,8 @@ def train(recipe: Recipe, resume: bool = False, overwrite: bool = False, log=pri
 
     with distributed.main_first():  # rank 0 fills the caches (data, model, index, tokens); the others reuse them
         loaded = load_data(recipe.data, recipe.training.seed, recipe.model.task)
-        log(f"data: {len(loaded.train)} training and {len(loaded.validation)} validation documents")
+        log(f"data: {len(loaded.train)} training and {len(loaded.validation)} validation documents" +
+            "".join(f"; skipped {n} empty or null {split} rows" for split, n in (loaded.skipped or {}).items()))
         labels = None
         if recipe.model.task == "classification":
             labels = label_names([loaded.train, loaded.validation], recipe.data.label_column,

@@ -1,0 +1,74 @@
+"""Property-based tests (hypothesis): the recipe loader never fails any other way than one UserError, and
+packing neither loses nor duplicates a token and keeps every block within its size."""
+
+import yaml
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from hftoolkit.data.pack import IGNORE_INDEX, pack_blocks, truncate_blocks
+from hftoolkit.errors import UserError
+from hftoolkit.recipe.load import load_recipe
+from hftoolkit.recipe.schema import Recipe
+from hftoolkit.recipe.validate import validate
+
+documents = st.lists(st.lists(st.integers(min_value=0, max_value=50_000), max_size=40), max_size=30)
+
+
+@given(documents, st.integers(min_value=1, max_value=64))
+def test_packing_keeps_every_token_once_in_order(docs, block_size):
+    blocks = pack_blocks({"input_ids": docs}, block_size, pad_id=0)
+    stream = [token for doc in docs for token in doc]
+    assert all(len(row) == block_size for key in blocks for row in blocks[key])
+    real = [t for ids, mask in zip(blocks["input_ids"], blocks["attention_mask"]) for t, m in zip(ids, mask) if m]
+    assert real == stream  # nothing lost, nothing repeated, order kept
+    assert len(blocks["input_ids"]) == -(-len(stream) // block_size)  # no empty block, no extra block
+    for ids, mask, labels in zip(blocks["input_ids"], blocks["attention_mask"], blocks["labels"]):
+        assert labels == [t if m else IGNORE_INDEX for t, m in zip(ids, mask)]
+        assert mask == sorted(mask, reverse=True)  # padding only at the end
+    assert all(all(mask) for mask in blocks["attention_mask"][:-1])  # only the last block is padded
+
+
+@given(documents, st.integers(min_value=1, max_value=64))
+def test_truncation_counts_exactly_what_it_cuts(docs, block_size):
+    blocks = truncate_blocks({"input_ids": docs}, block_size, pad_id=0)
+    assert len(blocks["input_ids"]) == len(docs)
+    for doc, ids, mask, cut in zip(docs, blocks["input_ids"], blocks["attention_mask"], blocks["truncated"]):
+        assert len(ids) == block_size and ids[:sum(mask)] == doc[:block_size]
+        assert cut == max(0, len(doc) - block_size) and sum(mask) + cut == len(doc)
+
+
+scalars = st.one_of(st.none(), st.booleans(), st.integers(-10**6, 10**6), st.floats(allow_nan=False),
+                    st.text(max_size=12))
+sections = st.sampled_from(["model", "data", "preprocess", "training", "output", "description", "modle"])
+keys = st.sampled_from(["name", "task", "train", "format", "block_size", "epochs", "learning_rate", "batch_size",
+                        "lora", "retrieval", "dir", "from_scratch", "precision", "sentences", "typo_key"])
+recipes = st.dictionaries(sections, st.one_of(scalars, st.dictionaries(keys, st.one_of(
+    scalars, st.dictionaries(keys, scalars, max_size=3), st.lists(scalars, max_size=3)), max_size=5)), max_size=6)
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(recipes)
+def test_any_yaml_recipe_loads_or_is_one_user_error(tmp_path, raw):
+    path = tmp_path / "fuzz.yaml"
+    path.write_text(yaml.safe_dump(raw))
+    try:
+        recipe = load_recipe(str(path))
+    except UserError as exc:
+        assert str(exc) and "\n" not in str(exc)
+        return
+    assert isinstance(recipe, Recipe)
+    try:
+        validate(recipe)
+    except UserError as exc:
+        assert str(exc) and "\n" not in str(exc)
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.text(max_size=40))
+def test_any_override_applies_or_is_one_user_error(override):
+    try:
+        recipe = load_recipe("gpt_from_scratch", [override])
+    except UserError as exc:
+        assert str(exc) and "\n" not in str(exc)
+        return
+    assert isinstance(recipe, Recipe)

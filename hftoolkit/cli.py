@@ -11,7 +11,7 @@ import os
 import shutil
 import sys
 
-from hftoolkit.errors import UserError
+from hftoolkit.errors import TrainingStopped, UserError
 
 
 def cmd_train(args) -> None:
@@ -348,6 +348,9 @@ def main(argv: list[str] | None = None) -> int:
         args.func(args)
     except UserError as exc:
         print(f"hftoolkit: error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except TrainingStopped as exc:
+        print(f"hftoolkit: {exc}", file=sys.stderr)
         return exc.exit_code
     except KeyboardInterrupt:
         print("hftoolkit: interrupted", file=sys.stderr)

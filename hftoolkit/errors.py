@@ -13,3 +13,11 @@ class UserError(Exception):
 
     def __init__(self, message: str = ""):
         super().__init__(str(message).replace("\r", "\\r").replace("\n", "\\n"))
+
+
+class TrainingStopped(Exception):
+    """Training stopped on Ctrl-C or SIGTERM after saving a resumable checkpoint (exit status 128 + signal)."""
+
+    def __init__(self, message: str, signum: int):
+        super().__init__(message)
+        self.exit_code = 128 + int(signum)

@@ -101,3 +101,17 @@ def test_hub_id_with_no_hub_fails_in_seconds(tmp_path):
                     f"and the hub at http://127.0.0.1:{port} cannot be reached; check the name, set HF_ENDPOINT, "
                     "or use a local folder or one of smollm2-135m-instruct, minilm-l6")
     assert not (tmp_path / "run").exists()
+
+
+def test_null_and_blank_rows_are_skipped_and_counted(tmp_path):
+    import json
+
+    from hftoolkit.data.splits import load_data
+    from hftoolkit.recipe.schema import DataSection
+
+    rows = tmp_path / "rows.jsonl"
+    rows.write_text("".join(json.dumps(r) + "\n" for r in [
+        {"text": "Brake pads wear down."}, {"text": None}, {"text": "   "}, {"text": "Check the brake fluid."}]))
+    loaded = load_data(DataSection(train=str(rows), validation=str(rows)), seed=0)
+    assert list(loaded.train["text"]) == ["Brake pads wear down.", "Check the brake fluid."]
+    assert loaded.skipped == {"train": 2, "validation": 2}

@@ -41,6 +41,16 @@ def workspace(tmp_path_factory, tiny_gpt, tiny_chat_model) -> Path:
     shutil.copytree(tiny_gpt, ws / "bad_tokenizer", ignore=shutil.ignore_patterns("checkpoints"))
     (ws / "bad_tokenizer" / "tokenizer.json").write_text("{not json")
     shutil.copytree(tiny_gpt, ws / "gpt", ignore=shutil.ignore_patterns("checkpoints"))
+    shutil.copytree(tiny_gpt, ws / "pickled", ignore=shutil.ignore_patterns("checkpoints", "*.safetensors"))
+    (ws / "pickled" / "pytorch_model.bin").write_bytes(b"a pickle would run code here")
+    shutil.copytree(tiny_gpt, ws / "remote_code", ignore=shutil.ignore_patterns("checkpoints"))
+    config = json.loads((ws / "remote_code" / "config.json").read_text())
+    config["model_type"] = "evil_gpt"  # only its own code could build it
+    config["auto_map"] = {"AutoConfig": "configuration_evil.EvilConfig",
+                          "AutoModelForCausalLM": "modeling_evil.EvilModel"}
+    (ws / "remote_code" / "config.json").write_text(json.dumps(config))
+    for name in ("configuration_evil.py", "modeling_evil.py"):  # would leave a file behind if it ever ran
+        (ws / "remote_code" / name).write_text(f"open({str(ws / 'code_ran.txt')!r}, 'w').write('ran')\n")
     base = yaml.safe_load(tiny_recipe(ws).read_text())
     base["output"]["dir"] = str(ws / "run")
 
@@ -76,6 +86,8 @@ def workspace(tmp_path_factory, tiny_gpt, tiny_chat_model) -> Path:
     recipe("negative_lr", training__learning_rate=-1)
     recipe("corrupt_local_model", model__from_scratch=None, model__name=str(ws / "truncated"))
     recipe("user_output", output__dir=str(ws / "user_folder"))
+    recipe("pickled_model", model__from_scratch=None, model__name=str(ws / "pickled"))
+    recipe("remote_code_model", model__from_scratch=None, model__name=str(ws / "remote_code"))
     return ws
 
 
@@ -105,6 +117,14 @@ CASES = [  # (id, argv with {ws}, text the one error line must contain)
     ("missing-label-column", ["train", "{ws}/no_label.yaml"], "label"),
     ("unknown-model", ["train", "{ws}/unknown_model.yaml"], "not-a-model"),
     ("corrupt-local-weights", ["train", "{ws}/corrupt_local_model.yaml"], "truncated' could not be loaded"),
+    ("pickled-weights-train", ["train", "{ws}/pickled_model.yaml"], "holds only pickled weights"),
+    ("pickled-weights-generate", ["generate", "{ws}/pickled", "hi", "--max-new-tokens", "8", "--cache", "off"],
+     "holds only pickled weights"),
+    ("remote-code-not-trusted", ["train", "{ws}/remote_code_model.yaml"],
+     "model.name: '{ws}/remote_code' ships its own Python code, which hftoolkit does not run unless a recipe sets "
+     "model.trust_remote_code: true"),
+    ("remote-code-generate", ["generate", "{ws}/remote_code", "hi", "--max-new-tokens", "8", "--cache", "off"],
+     "checkpoint '{ws}/remote_code' ships its own Python code"),
     ("overwrite-user-folder", ["train", "{ws}/user_output.yaml", "--overwrite"], "hftoolkit did not write"),
     ("resume-nothing", ["train", "{ws}/tiny.yaml", "--resume"], "--resume"),
     ("nproc-uneven", ["train", "{ws}/tiny.yaml", "--nproc", "3"], "--nproc 3"),

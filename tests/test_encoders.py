@@ -54,6 +54,15 @@ def test_classifier_checkpoint_labels_and_eval_reproduces(classifier):
         assert round(result[key], 4) == round(metrics[key], 4), key
 
 
+def test_eval_with_a_label_unseen_in_training_is_one_line(classifier, tmp_path):
+    data = tmp_path / "new_label.jsonl"
+    data.write_text(json.dumps({"text": "The sat-nav freezes", "label": "infotainment"}) + "\n")
+    done = run_cli("eval", classifier, "--data", data)
+    assert done.returncode == 2 and done.stderr.strip().splitlines()[-1] == (
+        "hftoolkit: error: label 'infotainment' does not occur in the training data; known: brakes, cooling, "
+        "electrical, engine, suspension, transmission, tyres")
+
+
 def test_classify_cli_matches_plain_pipeline(classifier):
     from hftoolkit.paths import resolve_data_path
     rows = [json.loads(line) for line in open(resolve_data_path(ISSUES + "test.jsonl"))][:20]

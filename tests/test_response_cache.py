@@ -97,3 +97,40 @@ def test_redis_killed_mid_run_warns_once_and_keeps_generating(checkpoint, redis_
     done = run_cli("generate", checkpoint, "Fuses", "--cache", redis_server.url, "--json", "--max-new-tokens", "4")
     assert done.returncode == 0 and json.loads(done.stdout)["completion"]
     assert done.stderr.count("cache unavailable") == 1
+
+
+def test_threads_and_processes_sharing_one_disk_cache_get_correct_answers(checkpoint, tmp_path):
+    import os
+    import subprocess
+    import sys
+    from concurrent.futures import ThreadPoolExecutor
+
+    from conftest import REPO
+
+    prompts = ["The brake pads", "Tyres", "The coolant", "Check the oil", "A worn clutch", "The battery"]
+    settings = GenerationSettings(max_new_tokens=8)
+    truth = [c.completion for c in TextGenerator(str(checkpoint), cache="off").generate(prompts, settings=settings)]
+    shared = tmp_path / "shared-cache"
+
+    def worker(offset: int) -> list[str]:  # each thread its own generator, every prompt, in its own order
+        order = prompts[offset:] + prompts[:offset]
+        done = TextGenerator(str(checkpoint), cache=str(shared), log=lambda m: None).generate(order, settings=settings)
+        answers = dict(zip(order, (c.completion for c in done)))
+        return [answers[p] for p in prompts]
+
+    with ThreadPoolExecutor(4) as pool:
+        assert list(pool.map(worker, range(4))) == [truth] * 4
+
+    path = os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))
+    processes = [subprocess.Popen([sys.executable, "-m", "hftoolkit", "generate", str(checkpoint), *prompts, "--raw",
+                                   "--json", "--max-new-tokens", "8", "--cache", str(shared / "procs")],
+                                  stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                                  env={**os.environ, "PYTHONPATH": path}) for _ in range(3)]
+    outputs = [p.communicate(timeout=300) for p in processes]
+    assert [p.returncode for p in processes] == [0, 0, 0], [err[-800:] for _, err in outputs]
+    for stdout, _ in outputs:
+        assert [json.loads(line)["completion"] for line in stdout.splitlines()] == truth
+    again = run_cli("generate", checkpoint, *prompts, "--raw", "--json", "--max-new-tokens", "8", "--cache",
+                    shared / "procs")
+    rows = [json.loads(line) for line in again.stdout.splitlines()]
+    assert [r["completion"] for r in rows] == truth and all(r["cached"] for r in rows)

@@ -32,8 +32,8 @@ def check_output_dir(path: str, resume: bool, overwrite: bool) -> Path:
         return out
     if resume:
         if last_trainer_checkpoint(out) is None:
-            raise UserError(f"--resume: '{path}' has no checkpoint under {TRAINER_DIR}/; "
-                            "use --overwrite to start again there")
+            raise UserError(f"--resume: '{path}' has no complete checkpoint under {TRAINER_DIR}/ (the run stopped "
+                            "before its first save finished); use --overwrite to start again there")
         return out
     if (out / FINISHED_MARKER).is_file():
         raise UserError(f"output dir '{path}' holds a finished run; pass --overwrite to replace it, "
@@ -43,8 +43,11 @@ def check_output_dir(path: str, resume: bool, overwrite: bool) -> Path:
 
 
 def last_trainer_checkpoint(out: Path) -> str | None:
+    """The newest checkpoint whose save finished (a kill mid-save leaves one without the marker)."""
+    from hftoolkit.train.stopping import is_complete
+
     steps = [(int(p.name.split("-")[-1]), p) for p in (out / TRAINER_DIR).glob("checkpoint-*")
-             if p.name.split("-")[-1].isdigit() and (p / "trainer_state.json").is_file()]
+             if p.name.split("-")[-1].isdigit() and is_complete(p)]
     return str(max(steps)[1]) if steps else None
 
 

@@ -12,7 +12,7 @@ import tempfile
 from dataclasses import replace
 from pathlib import Path
 
-from hftoolkit.checkpoint.open import open_model, open_tokenizer
+from hftoolkit.checkpoint.open import open_config, open_model, open_tokenizer
 from hftoolkit.checkpoint.saved import saved_recipe_dict
 from hftoolkit.data.sources import load_split
 from hftoolkit.errors import UserError
@@ -34,7 +34,6 @@ def saved_precision(checkpoint: str) -> str:
 
 
 def evaluate_encoder(checkpoint: str, data: str, task: str, batch_size: int | None = None) -> dict:
-    import transformers
     from transformers import TrainingArguments
 
     from hftoolkit.data.encoder_format import encode_classification, encode_masked_lm
@@ -45,7 +44,7 @@ def evaluate_encoder(checkpoint: str, data: str, task: str, batch_size: int | No
     from hftoolkit.train.metrics import perplexity
     from hftoolkit.train.trainer import PerplexityTrainer
 
-    config = transformers.AutoConfig.from_pretrained(checkpoint)
+    config = open_config(checkpoint)
     recipe = saved_recipe(checkpoint, task, getattr(config, "problem_type", None))
     rows = load_split(data, "--data")
     require_columns(rows.column_names, required_columns(recipe.data, task), data)

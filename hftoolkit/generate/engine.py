@@ -11,7 +11,7 @@ from __future__ import annotations
 import time
 from dataclasses import asdict, dataclass, field
 
-from hftoolkit.checkpoint.open import check_checkpoint, open_model, open_tokenizer
+from hftoolkit.checkpoint.open import check_checkpoint, open_config, open_model, open_tokenizer
 from hftoolkit.errors import UserError
 
 
@@ -183,13 +183,7 @@ def positions_of(config) -> int:
 
 def context_length(checkpoint: str) -> int:
     """The context window from config.json alone, without loading weights."""
-    from transformers import AutoConfig
-
-    try:
-        return positions_of(AutoConfig.from_pretrained(checkpoint))
-    except (OSError, ValueError) as exc:
-        raise UserError(f"checkpoint '{checkpoint}' has an unreadable config.json ({str(exc).splitlines()[0][:120]})"
-                        ) from None
+    return positions_of(open_config(checkpoint))
 
 
 def cut_at_stop(text: str, stops: list[str]) -> str:

@@ -58,8 +58,12 @@ def load_pretrained(recipe: Recipe, log=print, head: dict | None = None):
     kwargs = dict(head or {})  # classification: num_labels, id2label, label2id, problem_type
     transformers.set_seed(recipe.training.seed)  # new heads (classifier, LoRA) start the same every run
     label = f"model.name: '{recipe.model.name}'"
-    tokenizer = open_tokenizer(source, label)
-    model = open_model(source, auto, label, **kwargs)
+    trust = recipe.model.trust_remote_code
+    if trust:
+        log(f"warning: model.trust_remote_code is on: Python code shipped with '{recipe.model.name}' runs in this "
+            "process with your permissions")
+    tokenizer = open_tokenizer(source, label, trust)
+    model = open_model(source, auto, label, trust, **kwargs)
     if tokenizer.pad_token is None:
         # A distinct pad token: padding positions are masked, EOS keeps its own id and stays learned.
         tokenizer.add_special_tokens({"pad_token": "<|pad|>"})

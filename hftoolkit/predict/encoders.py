@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from hftoolkit.errors import UserError
-from hftoolkit.checkpoint.open import check_checkpoint, open_model, open_tokenizer
+from hftoolkit.checkpoint.open import check_checkpoint, open_config, open_model, open_tokenizer
 
 
 HEADS = {"AutoModelForSequenceClassification": ("ForSequenceClassification", "classifier"),
@@ -11,11 +11,9 @@ HEADS = {"AutoModelForSequenceClassification": ("ForSequenceClassification", "cl
 
 
 def _load(path: str, auto_class: str):
-    import transformers
-
     check_checkpoint(path)
     suffix, what = HEADS[auto_class]
-    config = transformers.AutoConfig.from_pretrained(path)
+    config = open_config(path)
     if not any(a.endswith(suffix) for a in config.architectures or []):
         # loading would attach a randomly initialised head and predict nonsense with a straight face
         raise UserError(f"checkpoint '{path}' is not a {what} ({', '.join(config.architectures or ['no head'])}); "

@@ -42,6 +42,8 @@ class ModelSection:
     from_scratch: Optional[FromScratch] = knob(None, "build a new model and tokenizer instead of `name`")
     task: Literal["causal_lm", "masked_lm", "classification"] = knob(
         "causal_lm", "which head to train")
+    trust_remote_code: bool = knob(False, "run Python code shipped with a hub model (only for a repository you "
+                                          "trust); off, such models are refused")
     problem_type: Literal["single_label_classification", "multi_label_classification", "regression"] = knob(
         "single_label_classification", "classification only: one label, a list of labels, or a number per text")
 

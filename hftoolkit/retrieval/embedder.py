@@ -24,7 +24,7 @@ class SentenceEmbedder:
         self.path = resolve_model_path(name, log, field="embedder")
         try:
             self.tokenizer = AutoTokenizer.from_pretrained(self.path)
-            self.model = AutoModel.from_pretrained(self.path, dtype=torch.float32).eval()
+            self.model = AutoModel.from_pretrained(self.path, dtype=torch.float32, use_safetensors=True).eval()
         except Exception as exc:  # a bad folder fails in tokenizer, config or weights, each its own way
             raise UserError(f"embedder '{name}' could not be loaded ({type(exc).__name__}: "
                             f"{str(exc).splitlines()[0][:140] if str(exc) else ''}); give minilm-l6 or a "

@@ -50,7 +50,7 @@ def training_arguments(training: TrainingSection, out: Path, precision: str, var
         logging_first_step=True,
         save_strategy="steps",
         save_steps=training.eval_steps if early else training.save_steps,
-        save_total_limit=2,
+        save_total_limit=None,  # train/stopping.py rotates, after marking the new checkpoint complete
         load_best_model_at_end=early,
         metric_for_best_model=training.best_metric if early else None,
         greater_is_better=(training.best_metric == "answer_accuracy") if early else None,

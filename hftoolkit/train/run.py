@@ -68,8 +68,17 @@ def train(recipe: Recipe, resume: bool = False, overwrite: bool = False, log=pri
         from hftoolkit.train.answer_eval import AnswerAccuracy
 
         answer_accuracy = AnswerAccuracy(list(loaded.validation), recipe, tokenizer)
-    trainer, precision = build_trainer(recipe, model, tokenizer, blocks, out, labels, answer_accuracy)
-    result = trainer.train(resume_from_checkpoint=last_trainer_checkpoint(out) if resume else None)
+    from hftoolkit.errors import TrainingStopped
+    from hftoolkit.train.stopping import SafeCheckpoints
+
+    safe = SafeCheckpoints()
+    trainer, precision = build_trainer(recipe, model, tokenizer, blocks, out, labels, answer_accuracy, safe)
+    with safe:  # Ctrl-C / SIGTERM: finish the step, save, stop
+        result = trainer.train(resume_from_checkpoint=last_trainer_checkpoint(out) if resume else None)
+    if safe.stop_signal is not None:
+        raise TrainingStopped(f"stopped at step {trainer.state.global_step}; the checkpoint "
+                              f"{last_trainer_checkpoint(out)} is saved: run the same command with --resume to "
+                              "continue", safe.stop_signal)
     final_eval = trainer.evaluate()
     metrics = summarize(recipe, trainer.state.log_history, result.metrics, final_eval, stats, precision,
                         time.time() - started)
@@ -125,11 +134,12 @@ def head_config(recipe: Recipe, labels: list[str] | None) -> dict:
 
 
 def build_trainer(recipe: Recipe, model, tokenizer, blocks, out: Path, labels: list[str] | None = None,
-                  answer_accuracy=None):
+                  answer_accuracy=None, safe_checkpoints=None):
     from transformers import EarlyStoppingCallback
 
     from hftoolkit.train.arguments import resolve_precision, training_arguments
     from hftoolkit.train.heads import collator_for, compute_metrics_for
+    from hftoolkit.train.stopping import SafeCheckpoints
     from hftoolkit.train.trainer import PerplexityTrainer
 
     precision = resolve_precision(recipe.training.precision)
@@ -140,6 +150,7 @@ def build_trainer(recipe: Recipe, model, tokenizer, blocks, out: Path, labels: l
     from hftoolkit.train.distributed import is_main
 
     callbacks = [tensorboard_callback(out / "logs")] if is_main() else []  # one event file, from rank 0
+    callbacks.append(safe_checkpoints or SafeCheckpoints())  # complete markers, rotation, signals
     if recipe.training.early_stopping_patience is not None:
         callbacks.append(EarlyStoppingCallback(early_stopping_patience=recipe.training.early_stopping_patience))
     weights = None

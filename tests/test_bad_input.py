@@ -115,3 +115,29 @@ def test_null_and_blank_rows_are_skipped_and_counted(tmp_path):
     loaded = load_data(DataSection(train=str(rows), validation=str(rows)), seed=0)
     assert list(loaded.train["text"]) == ["Brake pads wear down.", "Check the brake fluid."]
     assert loaded.skipped == {"train": 2, "validation": 2}
+
+
+def test_a_checkpoint_that_asks_to_sample_samples_unless_greedy_is_asked(tiny_gpt, tmp_path):
+    import json
+    import shutil
+
+    from hftoolkit.generate.api import TextGenerator
+    from hftoolkit.generate.engine import GenerationSettings
+
+    sampler = tmp_path / "sampler"
+    shutil.copytree(tiny_gpt, sampler, ignore=shutil.ignore_patterns("checkpoints"))
+    config = json.loads((sampler / "generation_config.json").read_text())
+    (sampler / "generation_config.json").write_text(json.dumps({**config, "do_sample": True, "top_k": 50}))
+    prompt, quiet = "The brake pads", (lambda m: None)
+    plain = TextGenerator(str(tiny_gpt), cache="off", log=quiet)
+    greedy = plain.generate([prompt], settings=GenerationSettings(max_new_tokens=12))[0].completion
+    assert plain.generate([prompt], settings=GenerationSettings(max_new_tokens=12))[0].completion == greedy
+
+    own = TextGenerator(str(sampler), cache="memory", log=quiet)
+    sampled = {own.generate([prompt], settings=GenerationSettings(max_new_tokens=12, seed=s))[0].completion
+               for s in range(4)}
+    assert len(sampled) > 1  # the checkpoint's do_sample/top_k apply when the request sets no knob
+    unseeded = [own.generate([prompt], settings=GenerationSettings(max_new_tokens=12))[0] for _ in range(2)]
+    assert not unseeded[1].cached  # sampled answers without a seed are never served from the cache
+    forced = own.generate([prompt], settings=GenerationSettings(max_new_tokens=12, greedy=True))[0].completion
+    assert forced == greedy  # same weights: --greedy gives the plain greedy answer

@@ -33,3 +33,77 @@ def test_hit_and_miss(tmp_path):
     _, stats, hit = run(recipe, tokenizer)
     assert not hit and stats["train"]["documents"] + stats["validation"]["documents"] == 16
     assert run(recipe, tokenizer)[2]
+
+
+def test_two_runs_building_one_entry_take_turns(tmp_path, monkeypatch):
+    import threading
+    import time
+    from concurrent.futures import ThreadPoolExecutor
+
+    from datasets import Dataset, DatasetDict
+
+    from hftoolkit.data.cache import cached
+
+    monkeypatch.setenv("HFTOOLKIT_CACHE", str(tmp_path))
+    builds, guard = [], threading.Lock()
+
+    def build():
+        with guard:
+            builds.append(1)
+        time.sleep(0.5)  # long enough for the other run to arrive while this one builds
+        return DatasetDict(train=Dataset.from_dict({"input_ids": [[1, 2, 3]]})), {"train": {"blocks": 1}}
+
+    with ThreadPoolExecutor(2) as pool:
+        results = list(pool.map(lambda _: cached({"same": "key"}, build), range(2)))
+    assert len(builds) == 1  # the second waited and found the first one's entry
+    assert sorted(hit for _, _, hit, _ in results) == [False, True]
+    assert all(data["train"]["input_ids"] == [[1, 2, 3]] and stats == {"train": {"blocks": 1}}
+               for data, stats, _, _ in results)
+    assert [p.name for p in (tmp_path / "preprocessed").iterdir() if ".tmp-" in p.name] == []
+
+
+def test_old_and_surplus_entries_are_pruned_but_not_in_use(tmp_path):
+    import os
+    import time
+
+    from hftoolkit.data.cache import MAX_ENTRIES, prune
+    from hftoolkit.file_lock import file_lock
+
+    root = tmp_path / "preprocessed"
+    now = time.time()
+    entries = []
+    for age_days in range(MAX_ENTRIES + 6):  # entry i was last used i days ago
+        entry = root / f"entry{age_days:02d}"
+        (entry / "data").mkdir(parents=True)
+        (entry / "stats.json").write_text("{}")
+        os.utime(entry / "stats.json", (now - age_days * 86400, now - age_days * 86400))
+        entries.append(entry)
+    ancient = root / "entry99"
+    (ancient / "data").mkdir(parents=True)
+    (ancient / "stats.json").write_text("{}")
+    os.utime(ancient / "stats.json", (now - 90 * 86400, now - 90 * 86400))
+    crashed = root / "entry00.tmp-4242"
+    crashed.mkdir()
+    os.utime(crashed, (now - 2 * 86400, now - 2 * 86400))
+    with file_lock(root / "entry25.lock", shared=True):  # another run is reading entry25 right now
+        removed = prune(root, keep=entries[-1])
+    assert sorted(removed) == sorted(["entry24", "entry26", "entry27", "entry28", "entry99", "entry00.tmp-4242"])
+    left = sorted(p.name for p in root.iterdir() if p.is_dir())
+    assert left == [f"entry{i:02d}" for i in range(MAX_ENTRIES)] + ["entry25", "entry29"]
+
+
+def test_fingerprint_memo_forgets_files_that_changed(tmp_path, monkeypatch):
+    import json
+
+    from hftoolkit.generate.cache import model_fingerprint
+
+    monkeypatch.setenv("HFTOOLKIT_CACHE", str(tmp_path / "cache"))
+    folder = tmp_path / "ckpt"
+    folder.mkdir()
+    (folder / "config.json").write_text('{"a": 1}')
+    first = model_fingerprint(str(folder))
+    (folder / "config.json").write_text('{"a": 2}')
+    second = model_fingerprint(str(folder))
+    memo = json.loads((tmp_path / "cache" / "fingerprints" / "files.json").read_text())
+    assert first != second
+    assert len(memo) == 1 and next(iter(memo)).startswith(f"{(folder / 'config.json').resolve()}:")  # old one gone

@@ -9,10 +9,13 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import shutil
+import time
 from pathlib import Path
 from typing import Callable
 
+from hftoolkit.file_lock import file_lock
 from hftoolkit.paths import cache_dir
 
 
@@ -32,24 +35,59 @@ def cache_key(parts: dict) -> str:
     return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:24]
 
 
+MAX_ENTRIES = 24  # preprocessed datasets kept; the least recently used go first
+MAX_AGE_DAYS = 30  # and none unused for longer than this
+
+
 def cached(parts: dict, build: Callable[[], tuple[object, dict]]) -> tuple[object, dict, bool, Path]:
     """Load the DatasetDict and stats for `parts`, or build, save and return them.
 
-    Returns (datasets, stats, hit, folder). The folder is written under a temporary
-    name and renamed, so an interrupted run never leaves a half-written entry.
+    Returns (datasets, stats, hit, folder). Two runs with the same key take turns
+    (a lock per entry): the second finds what the first built. An entry is written
+    under a temporary name and renamed, so a killed run never leaves a half-written
+    one; old entries are pruned after each save.
     """
     from datasets import load_from_disk
 
-    folder = cache_dir("preprocessed") / cache_key(parts)
-    stats_file = folder / "stats.json"
-    if stats_file.is_file():
-        return load_from_disk(str(folder / "data")), json.loads(stats_file.read_text()), True, folder
-    datasets, stats = build()
-    staging = folder.with_name(folder.name + ".tmp")
-    shutil.rmtree(staging, ignore_errors=True)
-    datasets.save_to_disk(str(staging / "data"))
-    (staging / "key.json").write_text(json.dumps(parts, indent=2, sort_keys=True, default=str))
-    (staging / "stats.json").write_text(json.dumps(stats, indent=2))
-    shutil.rmtree(folder, ignore_errors=True)
-    staging.rename(folder)
-    return load_from_disk(str(folder / "data")), stats, False, folder
+    root = cache_dir("preprocessed")
+    folder = root / cache_key(parts)
+    lock = folder.with_name(folder.name + ".lock")
+    with file_lock(lock, shared=True):  # readers share; pruning needs the entry to itself
+        if (folder / "stats.json").is_file():
+            os.utime(folder / "stats.json")  # last use, for pruning
+            return load_from_disk(str(folder / "data")), json.loads((folder / "stats.json").read_text()), True, folder
+    with file_lock(lock):
+        if not (folder / "stats.json").is_file():  # another run may have built it while this one waited
+            datasets, stats = build()
+            staging = folder.with_name(f"{folder.name}.tmp-{os.getpid()}")
+            shutil.rmtree(staging, ignore_errors=True)
+            datasets.save_to_disk(str(staging / "data"))
+            (staging / "key.json").write_text(json.dumps(parts, indent=2, sort_keys=True, default=str))
+            (staging / "stats.json").write_text(json.dumps(stats, indent=2))
+            shutil.rmtree(folder, ignore_errors=True)
+            staging.rename(folder)
+            hit = False
+        else:
+            hit = True
+        loaded = load_from_disk(str(folder / "data")), json.loads((folder / "stats.json").read_text())
+    prune(root, keep=folder)
+    return (*loaded, hit, folder)
+
+
+def prune(root: Path, keep: Path) -> list[str]:
+    """Remove entries beyond the newest MAX_ENTRIES or unused for MAX_AGE_DAYS (never `keep`, never one
+    another run is using), and staging folders of runs killed over a day ago. Returns what was removed."""
+    now = time.time()
+    entries = sorted((p for p in root.iterdir() if p.is_dir() and (p / "stats.json").is_file()),
+                     key=lambda p: (p / "stats.json").stat().st_mtime, reverse=True)
+    old = [p for i, p in enumerate(entries)
+           if p != keep and (i >= MAX_ENTRIES or now - (p / "stats.json").stat().st_mtime > MAX_AGE_DAYS * 86400)]
+    old += [p for p in root.glob("*.tmp-*") if p.is_dir() and now - p.stat().st_mtime > 86400]
+    removed = []
+    for entry in old:
+        lock = entry.with_name(entry.name.split(".tmp-")[0] + ".lock")
+        with file_lock(lock, wait=False) as mine:
+            if mine:
+                shutil.rmtree(entry, ignore_errors=True)
+                removed.append(entry.name)
+    return removed

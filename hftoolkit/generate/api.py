@@ -22,7 +22,7 @@ import time
 from typing import Iterator
 
 from hftoolkit.checkpoint.open import check_checkpoint, open_tokenizer
-from hftoolkit.checkpoint.saved import saved_system_prompt
+from hftoolkit.checkpoint.saved import saved_sampling, saved_system_prompt
 from hftoolkit.generate.cache import ResponseCache, model_fingerprint, open_backend, request_key
 from hftoolkit.generate.engine import Completion, GenerationSettings, Generator, context_length, cut_at_stop
 from hftoolkit.retrieval.checkpoint_index import open_context
@@ -46,6 +46,7 @@ class TextGenerator:
         check_checkpoint(checkpoint)
         self.checkpoint, self.log = checkpoint, log
         self.system = system if system is not None else saved_system_prompt(checkpoint)
+        self.suggested_sampling = saved_sampling(checkpoint)  # used unless a request sets its own knobs
         self.cache = ResponseCache(open_backend(cache, cache_ttl), warn=log)
         self.request_log = _open_request_log(request_log, log)
         wants_hash = cache not in (None, "off", "none") or self.request_log is not None
@@ -108,7 +109,7 @@ class TextGenerator:
 
         if batch_size < 1:
             raise UserError(f"--batch-size: {batch_size} must be at least 1")  # before any weights load
-        settings = settings or GenerationSettings()
+        settings = (settings or GenerationSettings()).with_checkpoint_defaults(self.suggested_sampling)
         prepared = self.prepare(prompts, chat, settings.max_new_tokens)
         texts = [text for text, _ in prepared]
         cacheable = not settings.sampling or settings.seed is not None
@@ -157,7 +158,7 @@ class TextGenerator:
         import torch
         from transformers import TextIteratorStreamer
 
-        settings = settings or GenerationSettings()
+        settings = (settings or GenerationSettings()).with_checkpoint_defaults(self.suggested_sampling)
         started = time.perf_counter()
         gen = self.generator
         [(text, self.last_passages)] = self.prepare([prompt], chat, settings.max_new_tokens)

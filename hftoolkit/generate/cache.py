@@ -18,6 +18,7 @@ from pathlib import Path
 from hftoolkit.db.uri import redact
 from hftoolkit.errors import UserError
 from hftoolkit.file_hash import sha256_file
+from hftoolkit.file_lock import file_lock
 from hftoolkit.paths import cache_dir
 
 MODEL_FILES = ("*.safetensors", "*.bin", "config.json", "tokenizer.json", "tokenizer_config.json",
@@ -32,23 +33,42 @@ def model_fingerprint(path: str) -> str:
     (size, mtime, inode): a retrained checkpoint rewrites its files and is re-hashed.
     """
     memo_file = cache_dir("fingerprints") / "files.json"
-    try:
-        memo = json.loads(memo_file.read_text())
-    except (OSError, ValueError):
-        memo = {}
-    digest, known = hashlib.sha256(), len(memo)
+    digest = hashlib.sha256()
     files = sorted({p for pattern in MODEL_FILES for p in Path(path).glob(pattern) if p.is_file()})
-    for file in files:
-        info = file.stat()
-        stamp = f"{file.resolve()}:{info.st_size}:{info.st_mtime_ns}:{info.st_ino}"
-        if stamp not in memo:
-            memo[stamp] = sha256_file(file)
-        digest.update(file.name.encode() + memo[stamp].encode())
-    if len(memo) != known:  # write only when a file was hashed anew
-        tmp = memo_file.with_suffix(f".{os.getpid()}.tmp")
-        tmp.write_text(json.dumps(memo))
-        tmp.replace(memo_file)
+    with file_lock(memo_file.with_suffix(".lock")):  # concurrent runs must not drop each other's entries
+        memo = _read_memo(memo_file)
+        known = len(memo)
+        for file in files:
+            stamp = _stamp(file)
+            if stamp not in memo:
+                memo[stamp] = sha256_file(file)
+            digest.update(file.name.encode() + memo[stamp].encode())
+        if len(memo) != known:  # a file was hashed anew: write, dropping entries for files changed or gone
+            memo = {stamp: sha for stamp, sha in memo.items() if _still_current(stamp)}
+            tmp = memo_file.with_suffix(f".{os.getpid()}.tmp")
+            tmp.write_text(json.dumps(memo))
+            tmp.replace(memo_file)
     return digest.hexdigest()
+
+
+def _stamp(file: Path) -> str:
+    info = file.stat()
+    return f"{file.resolve()}:{info.st_size}:{info.st_mtime_ns}:{info.st_ino}"
+
+
+def _still_current(stamp: str) -> bool:
+    path = Path(stamp.rsplit(":", 3)[0])
+    try:
+        return _stamp(path) == stamp
+    except OSError:
+        return False
+
+
+def _read_memo(memo_file: Path) -> dict:
+    try:
+        return json.loads(memo_file.read_text())
+    except (OSError, ValueError):
+        return {}
 
 
 def request_key(model_hash: str, rendered_prompt: str, settings: dict) -> str:

@@ -47,7 +47,7 @@ def settings_from(args):
 
     return GenerationSettings(max_new_tokens=args.max_new_tokens, temperature=args.temperature, top_p=args.top_p,
                               top_k=args.sample_top_k, repetition_penalty=args.repetition_penalty, stop=args.stop or [],
-                              seed=args.seed)
+                              seed=args.seed, greedy=args.greedy)
 
 
 def cmd_generate(args) -> None:
@@ -160,12 +160,15 @@ def add_context_options(parser) -> None:
 
 def add_generation_options(parser) -> None:
     parser.add_argument("--max-new-tokens", type=int, default=64)
-    parser.add_argument("--temperature", type=float, help="sample with this temperature (default: greedy)")
+    parser.add_argument("--temperature", type=float, help="sample with this temperature (default: the "
+                        "checkpoint's generation_config when it samples, else greedy)")
     parser.add_argument("--top-p", type=float, help="nucleus sampling: the smallest token set with this probability")
     parser.add_argument("--sample-top-k", type=int, help="sample only from the K most likely tokens")
     parser.add_argument("--repetition-penalty", type=float)
     parser.add_argument("--stop", action="append", help="stop string (repeatable)")
     parser.add_argument("--seed", type=int, help="seed for sampling; makes sampled answers cacheable")
+    parser.add_argument("--greedy", action="store_true", help="greedy decoding even when the checkpoint's "
+                        "generation_config asks to sample")
     parser.add_argument("--system", help="system message for chat mode (default: the one it was trained with)")
     parser.add_argument("--log", metavar="URI", help="record every request and answer in this database "
                         "(sqlite:///answers.db or postgresql://...) for `hftoolkit data rate`/`export-log`")

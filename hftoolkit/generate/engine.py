@@ -26,6 +26,7 @@ class GenerationSettings:
     repetition_penalty: float | None = None
     stop: list[str] = field(default_factory=list)
     seed: int | None = None
+    greedy: bool = False  # greedy even when the checkpoint's generation_config asks to sample (evaluation)
 
     @property
     def sampling(self) -> bool:
@@ -43,6 +44,15 @@ class GenerationSettings:
 
     def as_dict(self) -> dict:
         return asdict(self)
+
+    def with_checkpoint_defaults(self, suggested: dict) -> "GenerationSettings":
+        """The checkpoint's own sampling settings (its generation_config: do_sample with temperature/top_p/
+        top_k) apply when the caller set no sampling knob and did not ask for greedy."""
+        if self.greedy or self.sampling or not suggested:
+            return self
+        from dataclasses import replace
+
+        return replace(self, **suggested)
 
 
 @dataclass

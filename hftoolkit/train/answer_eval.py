@@ -24,7 +24,7 @@ class AnswerAccuracy:
                       "key_facts": r.get("key_facts"), "group": r.get("group")} for r in rows]
         self.prompts = [self.tokenizer.apply_chat_template(to_messages(r, data, with_answer=False), tokenize=False,
                                                            add_generation_prompt=True) for r in rows]
-        self.settings = GenerationSettings(max_new_tokens=max_new_tokens)
+        self.settings = GenerationSettings(max_new_tokens=max_new_tokens, greedy=True)
         self.batch_size = recipe.training.eval_batch_size
 
     def __call__(self, model) -> float:

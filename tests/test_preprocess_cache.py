@@ -59,14 +59,14 @@ def test_two_runs_building_one_entry_take_turns(tmp_path, monkeypatch):
     assert sorted(hit for _, _, hit, _ in results) == [False, True]
     assert all(data["train"]["input_ids"] == [[1, 2, 3]] and stats == {"train": {"blocks": 1}}
                for data, stats, _, _ in results)
-    assert [p.name for p in (tmp_path / "preprocessed").iterdir() if ".tmp-" in p.name] == []
+    assert len(list((tmp_path / "preprocessed").iterdir())) == 1  # the entry alone: no staging, no lock files
 
 
 def test_old_and_surplus_entries_are_pruned_but_not_in_use(tmp_path):
     import os
     import time
 
-    from hftoolkit.data.cache import MAX_ENTRIES, prune
+    from hftoolkit.data.cache import MAX_ENTRIES, entry_lock, prune
     from hftoolkit.file_lock import file_lock
 
     root = tmp_path / "preprocessed"
@@ -85,7 +85,7 @@ def test_old_and_surplus_entries_are_pruned_but_not_in_use(tmp_path):
     crashed = root / "entry00.tmp-4242"
     crashed.mkdir()
     os.utime(crashed, (now - 2 * 86400, now - 2 * 86400))
-    with file_lock(root / "entry25.lock", shared=True):  # another run is reading entry25 right now
+    with file_lock(entry_lock(root, "entry25"), shared=True):  # another run is reading entry25 right now
         removed = prune(root, keep=entries[-1])
     assert sorted(removed) == sorted(["entry24", "entry26", "entry27", "entry28", "entry99", "entry00.tmp-4242"])
     left = sorted(p.name for p in root.iterdir() if p.is_dir())

@@ -51,7 +51,7 @@ def cached(parts: dict, build: Callable[[], tuple[object, dict]]) -> tuple[objec
 
     root = cache_dir("preprocessed")
     folder = root / cache_key(parts)
-    lock = folder.with_name(folder.name + ".lock")
+    lock = entry_lock(root, folder.name)
     with file_lock(lock, shared=True):  # readers share; pruning needs the entry to itself
         if (folder / "stats.json").is_file():
             os.utime(folder / "stats.json")  # last use, for pruning
@@ -74,6 +74,11 @@ def cached(parts: dict, build: Callable[[], tuple[object, dict]]) -> tuple[objec
     return (*loaded, hit, folder)
 
 
+def entry_lock(root: Path, name: str) -> Path:
+    """The lock file of one entry, kept beside the cache folder so the folder holds only entries."""
+    return root.parent / "locks" / f"{root.name}-{name}.lock"
+
+
 def prune(root: Path, keep: Path) -> list[str]:
     """Remove entries beyond the newest MAX_ENTRIES or unused for MAX_AGE_DAYS (never `keep`, never one
     another run is using), and staging folders of runs killed over a day ago. Returns what was removed."""
@@ -85,8 +90,7 @@ def prune(root: Path, keep: Path) -> list[str]:
     old += [p for p in root.glob("*.tmp-*") if p.is_dir() and now - p.stat().st_mtime > 86400]
     removed = []
     for entry in old:
-        lock = entry.with_name(entry.name.split(".tmp-")[0] + ".lock")
-        with file_lock(lock, wait=False) as mine:
+        with file_lock(entry_lock(root, entry.name.split(".tmp-")[0]), wait=False) as mine:
             if mine:
                 shutil.rmtree(entry, ignore_errors=True)
                 removed.append(entry.name)

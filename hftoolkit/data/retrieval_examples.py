@@ -89,7 +89,8 @@ def add_passages(split, retriever, tokenizer, recipe, training: bool):
             rng = random.Random(f"{recipe.training.seed}:{number}")
             distractor_only = rng.random() * 100 < settings.distractor_percent
             if settings.sentences:
-                oracle = _oracle_sentence(retriever, everything, facts) if facts else None
+                missed = facts and not any(contains(h.text, f) for h in hits for f in facts)
+                oracle = _oracle_sentence(retriever, everything, facts) if missed else None
                 hits = choose_sentences(hits, facts, settings.sentences, distractor_only, rng, oracle)
             else:
                 hits = choose_passages(hits, facts, settings.top_k, distractor_only, rng, everything)

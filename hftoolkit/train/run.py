@@ -12,6 +12,7 @@ from hftoolkit.data.chat_format import show_loss_mask
 from hftoolkit.data.labels import inverse_frequency_weights, label_names
 from hftoolkit.data.preprocess import preprocess
 from hftoolkit.data.splits import load_data
+from hftoolkit.errors import TrainingStopped
 from hftoolkit.recipe.load import to_dict
 from hftoolkit.recipe.schema import Recipe
 from hftoolkit.recipe.validate import validate
@@ -68,7 +69,6 @@ def train(recipe: Recipe, resume: bool = False, overwrite: bool = False, log=pri
         from hftoolkit.train.answer_eval import AnswerAccuracy
 
         answer_accuracy = AnswerAccuracy(list(loaded.validation), recipe, tokenizer)
-    from hftoolkit.errors import TrainingStopped
     from hftoolkit.train.stopping import SafeCheckpoints
 
     safe = SafeCheckpoints()

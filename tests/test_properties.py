@@ -29,6 +29,27 @@ def test_packing_keeps_every_token_once_in_order(docs, block_size):
 
 
 @given(documents, st.integers(min_value=1, max_value=64))
+def test_position_ids_count_within_each_document_piece(docs, block_size):
+    blocks = pack_blocks({"input_ids": docs}, block_size, pad_id=0)
+    # expected: each non-empty document's tokens, cut at block edges, numbered from 0 per piece
+    pieces = []
+    offset = 0
+    for doc in docs:
+        for i in range(len(doc)):
+            if i == 0 or (offset + i) % block_size == 0:
+                pieces.append(0)
+            else:
+                pieces.append(pieces[-1] + 1)
+        offset += len(doc)
+    real = [p for positions, mask in zip(blocks["position_ids"], blocks["attention_mask"])
+            for p, m in zip(positions, mask) if m]
+    assert real == pieces
+    for positions, mask in zip(blocks["position_ids"], blocks["attention_mask"]):
+        pads = block_size - sum(mask)
+        assert positions[block_size - pads:] == list(range(pads))  # padding: a segment of its own
+
+
+@given(documents, st.integers(min_value=1, max_value=64))
 def test_truncation_counts_exactly_what_it_cuts(docs, block_size):
     blocks = truncate_blocks({"input_ids": docs}, block_size, pad_id=0)
     assert len(blocks["input_ids"]) == len(docs)

@@ -4,6 +4,12 @@ The remainder of each packing batch becomes a final short block padded to
 `block_size` with attention 0 and labels -100, so nothing is silently dropped.
 Labels come from the attention mask, not the pad id, so EOS always stays in the
 loss even when a model's pad token equals its EOS.
+
+Packed blocks also carry `position_ids` that restart at every document (and at the
+padding). Given position ids and no 2D attention mask, transformers 5 treats the
+block as packed sequences: each document attends only to itself, with the positions
+it would have alone, so its logits equal those of the document run on its own
+(tested) while blocks keep one static shape. `packed_inputs` makes that call.
 """
 
 from __future__ import annotations
@@ -30,10 +36,22 @@ def pack_blocks(batch: dict, block_size: int, pad_id: int) -> dict:
     Shapes: in, a list of variable-length id lists; out, lists of length block_size.
     """
     stream = [tok for ids in batch["input_ids"] for tok in ids]
-    blocks = {"input_ids": [], "attention_mask": [], "labels": []}
+    positions = [pos for ids in batch["input_ids"] for pos in range(len(ids))]
+    blocks = {"input_ids": [], "attention_mask": [], "labels": [], "position_ids": []}
     for start in range(0, len(stream), block_size):
         _append_padded(blocks, stream[start:start + block_size], block_size, pad_id)
+        blocks["position_ids"].append(_block_positions(positions[start:start + block_size], block_size))
     return blocks
+
+
+def _block_positions(positions: list[int], block_size: int) -> list[int]:
+    """A document carried over from the previous block restarts at 0 (as a block of its own would), so no
+    position reaches past the block: absolute-position models have block_size positions. The padding
+    restarts at 0 too: a segment of its own that no real token attends to."""
+    if positions and positions[0]:
+        carried = next((i for i, pos in enumerate(positions) if pos == 0), len(positions))
+        positions = list(range(carried)) + positions[carried:]
+    return positions + list(range(block_size - len(positions)))
 
 
 def truncate_blocks(batch: dict, block_size: int, pad_id: int) -> dict:
@@ -58,6 +76,18 @@ def pack_dataset(tokenized, block_size: int, pad_id: int, packing: bool, num_pro
     return tokenized.map(step, batched=True, batch_size=1000, remove_columns=tokenized.column_names,
                          fn_kwargs={"block_size": block_size, "pad_id": pad_id}, num_proc=num_proc or None,
                          desc="packing" if packing else "truncating")
+
+
+def packed_inputs(inputs: dict) -> dict:
+    """Model inputs for packed blocks: without the 2D mask, so the position ids separate the documents.
+
+    The mask stays in the collated batch (the Trainer counts real tokens with it); padding is a segment of
+    its own with labels -100, so dropping the mask changes no real token's output. transformers looks for
+    packed documents only without a KV cache, hence `use_cache=False`.
+    """
+    if "position_ids" not in inputs:
+        return inputs
+    return {k: v for k, v in inputs.items() if k != "attention_mask"} | {"use_cache": False}
 
 
 def block_stats(documents: int, blocks) -> dict:

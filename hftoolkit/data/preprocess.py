@@ -20,7 +20,7 @@ def preprocess(recipe: Recipe, loaded: LoadedData, tokenizer, labels: list[str] 
            "preprocess": asdict(prep), "data": {k: v for k, v in asdict(data).items()
                     if k not in ("train", "validation", "extra_text")},  # sources: in data_hash, no passwords
            "task": recipe.model.task, "problem_type": recipe.model.problem_type, "labels": labels,
-           "seed": recipe.training.seed, "version": 1}
+           "seed": recipe.training.seed, "version": 2}  # 2: position ids
 
     def build():
         from datasets import DatasetDict
@@ -67,5 +67,7 @@ def add_text_blocks(examples, documents, recipe: Recipe, tokenizer):
     tokens = tokenize_documents(documents, tokenizer, recipe.data.text_column, prep.add_eos, prep.num_proc)
     blocks = pack_dataset(tokens, prep.block_size, tokenizer.pad_token_id, packing=True, num_proc=prep.num_proc)
     stats = block_stats(len(documents), blocks)
+    # chat examples are padded per batch with a 2D mask, so mixed batches cannot use per-document positions
+    blocks = blocks.remove_columns("position_ids")
     mixed = concatenate_datasets([examples, blocks.cast(examples.features)])
     return mixed.shuffle(seed=recipe.training.seed), stats

@@ -3,6 +3,7 @@
 - eval perplexity (exp of the eval loss) logged beside the loss; for causal LMs the eval loss is the mean
   over labelled tokens (the Trainer's own is a mean of per-batch means);
 - class weights for single-label classification, and gradient accumulation that scales mean losses right;
+- packed text blocks: run without the 2D mask, so per-document position ids keep documents apart;
 - causal LMs: the loss computed only at labelled positions (`train.loss`), after a
   one-time check that it equals the model's own loss;
 - optional answer accuracy (`train.answer_eval`) added to every evaluation, so it
@@ -10,8 +11,12 @@
 """
 
 from transformers import Trainer
+from transformers.utils import logging
 
+from hftoolkit.data.pack import packed_inputs
 from hftoolkit.train.metrics import perplexity
+
+logger = logging.get_logger("hftoolkit")
 
 
 class PerplexityTrainer(Trainer):
@@ -29,6 +34,24 @@ class PerplexityTrainer(Trainer):
         self._labelled_positions_checked = False
         self.token_mean_eval = labelled_positions_loss  # causal LMs: eval loss as a mean over labelled tokens
         self._eval_nll = None
+        self._documents_apart = None  # checked on the first packed batch
+
+    def _packed(self, model, inputs):
+        if "position_ids" not in inputs:
+            return inputs
+        if self._documents_apart is None:
+            from hftoolkit.train.packed import documents_kept_apart
+
+            was_training = model.training
+            model.eval()
+            self._documents_apart = documents_kept_apart(model, inputs)
+            model.train(was_training)
+            if not self._documents_apart:
+                logger.warning("this model does not separate packed documents by position ids: training with "
+                               "the plain mask (documents see earlier ones in their block)")
+        if self._documents_apart:
+            return packed_inputs(inputs)
+        return {k: v for k, v in inputs.items() if k != "position_ids"}
 
     def log(self, logs: dict, *args, **kwargs):
         if "eval_loss" in logs and self.log_perplexity:
@@ -55,6 +78,7 @@ class PerplexityTrainer(Trainer):
         return output
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        inputs = self._packed(model, inputs)  # packed text: documents attend only to themselves
         result = self._loss(model, inputs, return_outputs, num_items_in_batch)
         if self.token_mean_eval and not model.training and self._eval_nll is not None and "labels" in inputs:
             loss = result[0] if return_outputs else result

@@ -1,0 +1,41 @@
+"""A one-time check that a model keeps packed documents apart.
+
+Per-document position ids separate documents only in models whose attention mask is
+built by transformers' `create_causal_mask` from the position ids. A model with its
+own masking would let documents see each other with restarted positions, which is
+worse than plain packing, so the trainer checks the first packed batch and falls
+back to the 2D mask (documents see earlier ones, positions run on) if it fails.
+"""
+
+from __future__ import annotations
+
+
+def second_document(position_ids) -> tuple[int, int] | None:
+    """(start, end) of the second document in a block's position ids, if it has one."""
+    restarts = [i for i in range(1, len(position_ids)) if position_ids[i] != position_ids[i - 1] + 1]
+    if not restarts:
+        return None
+    end = restarts[1] if len(restarts) > 1 else len(position_ids)
+    return restarts[0], end
+
+
+def documents_kept_apart(model, inputs: dict, tolerance: float = 1e-3) -> bool:
+    """Whether the second document of the first block gets the logits it gets alone."""
+    import torch
+
+    span = None
+    for row in range(inputs["input_ids"].shape[0]):
+        span = second_document(inputs["position_ids"][row].tolist())
+        if span:
+            break
+    if span is None:
+        return True  # no block holds two documents: nothing to keep apart
+    start, end = span
+    ids = inputs["input_ids"][row:row + 1]
+    positions = inputs["position_ids"][row:row + 1]
+    # in fp32 (autocast off), so only a real leak between documents exceeds the tolerance
+    with torch.no_grad(), torch.autocast(ids.device.type, enabled=False):
+        packed = model(input_ids=ids, position_ids=positions, use_cache=False).logits[0, start:end].float()
+        alone = model(input_ids=ids[:, start:end]).logits[0].float()
+    scale = max(1.0, float(alone.abs().max()))
+    return bool((packed - alone).abs().max() <= tolerance * scale)

@@ -16,19 +16,7 @@ import argparse
 import statistics
 import time
 
-
-def cpu_line() -> str:
-    model, flags = "unknown CPU", set()
-    try:
-        for line in open("/proc/cpuinfo"):
-            if line.startswith("model name") and model == "unknown CPU":
-                model = line.split(":", 1)[1].strip()
-            if line.startswith("flags"):
-                flags = set(line.split(":", 1)[1].split())
-    except OSError:
-        pass
-    wanted = [f for f in ("avx2", "avx512f", "avx512_bf16", "amx_bf16", "amx_tile") if f in flags]
-    return f"{model}; flags: {' '.join(wanted) or 'none of avx2/avx512/amx'}"
+from benchmarks.machine import cpu_line
 
 
 def main() -> None:

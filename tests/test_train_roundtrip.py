@@ -52,9 +52,15 @@ def test_finished_run_is_not_overwritten(tmp_path):
     again = run_cli("train", recipe, "--output-dir", out, "training.seed=7")
     assert again.returncode == 2 and "holds a finished run; pass --overwrite" in again.stderr
     assert (out / "model.safetensors").read_bytes() == before
-    forced = run_cli("train", recipe, "--output-dir", out, "--overwrite", "training.seed=7")
+    assert [p.name for p in (out / "checkpoints").glob("checkpoint-*")] == ["checkpoint-2"]  # the final one
+    # without training state: the mid-run checkpoint is removed at the end and no final one is written
+    forced = run_cli("train", recipe, "--output-dir", out, "--overwrite", "training.seed=7", "training.max_steps=4",
+                     "training.save_steps=2", "output.keep_training_state=false")
     assert forced.returncode == 0, forced.stderr[-2000:]
     assert (out / "model.safetensors").read_bytes() != before
+    assert not list((out / "checkpoints").glob("checkpoint-*"))
+    assert (out / "checkpoints" / ".hftoolkit_run").is_file()  # --overwrite still allowed
+    assert json.loads((out / "trainer_log.json").read_text())[-1]["step"] == 4
 
 
 def test_resume_continues_from_last_checkpoint(tmp_path):

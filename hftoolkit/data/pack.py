@@ -91,11 +91,18 @@ def packed_inputs(inputs: dict) -> dict:
 
 
 def block_stats(documents: int, blocks) -> dict:
-    """Documents, real tokens, blocks, padding % and truncated tokens of one split."""
-    masks = blocks["attention_mask"]
-    real = sum(sum(m) for m in masks)
-    slots = sum(len(m) for m in masks)
-    truncated = sum(blocks["truncated"]) if "truncated" in blocks.column_names else 0
-    return {"documents": documents, "tokens": real, "blocks": len(masks),
+    """Documents, real tokens, blocks, padding % and truncated tokens of one split.
+
+    Counted over Arrow batches, so a large corpus is never turned into Python lists."""
+    import pyarrow.compute as pc
+
+    real = slots = truncated = 0
+    for batch in blocks.with_format("arrow").iter(batch_size=10_000):
+        masks = pc.list_flatten(batch["attention_mask"])
+        real += pc.sum(masks).as_py() or 0
+        slots += len(masks)
+        if "truncated" in batch.column_names:
+            truncated += pc.sum(batch["truncated"]).as_py() or 0
+    return {"documents": documents, "tokens": real, "blocks": len(blocks),
             "padding_percent": round(100 * (slots - real) / slots, 2) if slots else 0.0,
             "tokens_truncated": truncated}

@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-from hftoolkit.checkpoint.output_dir import (check_disk_space, check_output_dir, check_resume_matches,
+from hftoolkit.checkpoint.output_dir import (TRAINER_DIR, check_disk_space, check_output_dir, check_resume_matches,
                                               claim_output_dir, clear_run, last_trainer_checkpoint)
 from hftoolkit.checkpoint.save import save_checkpoint
 from hftoolkit.data.chat_format import show_loss_mask
@@ -71,7 +71,7 @@ def train(recipe: Recipe, resume: bool = False, overwrite: bool = False, log=pri
         answer_accuracy = AnswerAccuracy(list(loaded.validation), recipe, tokenizer)
     from hftoolkit.train.stopping import SafeCheckpoints
 
-    safe = SafeCheckpoints()
+    safe = SafeCheckpoints(final_save=recipe.output.keep_training_state)
     trainer, precision = build_trainer(recipe, model, tokenizer, blocks, out, labels, answer_accuracy, safe)
     with safe:  # Ctrl-C / SIGTERM: finish the step, save, stop
         result = trainer.train(resume_from_checkpoint=last_trainer_checkpoint(out) if resume else None)
@@ -92,6 +92,8 @@ def train(recipe: Recipe, resume: bool = False, overwrite: bool = False, log=pri
                         index_record)
         if not recipe.training.lora.enabled:
             distributed.check_full_weights(out, trainer.model)
+        if not recipe.output.keep_training_state:
+            SafeCheckpoints.remove_all(out / TRAINER_DIR)
         log(f"saved checkpoint to {out}: " + headline(metrics))
         if recipe.output.push_to:
             from hftoolkit.hub.share import push_checkpoint

@@ -30,8 +30,9 @@ def is_complete(checkpoint: Path) -> bool:
 
 
 class SafeCheckpoints(TrainerCallback):
-    def __init__(self, keep: int = 2):
+    def __init__(self, keep: int = 2, final_save: bool = True):
         self.keep = keep
+        self.final_save = final_save  # False: no checkpoint after the last step (the finished model is saved)
         self.stop_signal: int | None = None
         self._previous: dict = {}
 
@@ -58,6 +59,8 @@ class SafeCheckpoints(TrainerCallback):
         if self.stop_signal is not None:
             control.should_save = True
             control.should_training_stop = True
+        elif not self.final_save and state.global_step >= state.max_steps and not args.load_best_model_at_end:
+            control.should_save = False  # the Trainer saves after the last step; the checkpoint folder follows
         return control
 
     # -- checkpoints ------------------------------------------------------------------------------
@@ -70,6 +73,12 @@ class SafeCheckpoints(TrainerCallback):
             os.replace(staging, folder / COMPLETE_MARKER)
             self._rotate(root, state.best_model_checkpoint)
         return control
+
+    @staticmethod
+    def remove_all(root: Path) -> None:
+        """Drop every checkpoint of a finished run (the run marker beside them stays)."""
+        for folder in root.glob("checkpoint-*"):
+            shutil.rmtree(folder, ignore_errors=True)
 
     def _rotate(self, root: Path, best: str | None) -> None:
         """Keep the newest `keep` complete checkpoints (and the best one); drop the rest and any

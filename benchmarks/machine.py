@@ -1,0 +1,74 @@
+"""The machine a benchmark ran on: CPU model, its bf16/AMX flags, and measured matmul ceilings.
+
+Ratios within one run are the claims; the ceilings turn throughput into model FLOPs
+utilisation (MFU) against what this CPU's matmul reaches in each precision.
+"""
+
+from __future__ import annotations
+
+import statistics
+import time
+
+FLAGS = ("avx2", "avx512f", "avx512_bf16", "amx_bf16", "amx_tile")
+
+
+def cpu_info() -> dict:
+    model, flags = "unknown CPU", set()
+    try:
+        for line in open("/proc/cpuinfo"):
+            if line.startswith("model name") and model == "unknown CPU":
+                model = line.split(":", 1)[1].strip()
+            if line.startswith("flags"):
+                flags = set(line.split(":", 1)[1].split())
+    except OSError:
+        pass
+    import os
+
+    return {"model": model, "flags": [f for f in FLAGS if f in flags], "cores": os.cpu_count()}
+
+
+def cpu_line() -> str:
+    info = cpu_info()
+    return f"{info['model']}; {info['cores']} cores; flags: {' '.join(info['flags']) or 'none of avx2/avx512/amx'}"
+
+
+def matmul_gflops(dtype_name: str, size: int = 2048, repeats: int = 5) -> float:
+    """Median GFLOP/s of a size x size matmul (2·size³ FLOPs) in float32 or bfloat16."""
+    import torch
+
+    dtype = getattr(torch, dtype_name)
+    a, b = torch.randn(size, size, dtype=dtype), torch.randn(size, size, dtype=dtype)
+    started = time.perf_counter()
+    a @ b  # warm-up; a CPU without bf16 units can take seconds per call, so it gets fewer repeats
+    if time.perf_counter() - started > 1.0:
+        repeats = 1
+    times = []
+    for _ in range(repeats):
+        started = time.perf_counter()
+        a @ b
+        times.append(time.perf_counter() - started)
+    return 2 * size ** 3 / statistics.median(times) / 1e9
+
+
+def machine() -> dict:
+    from hftoolkit.train.arguments import bf16_supported
+
+    info = cpu_info()
+    info["matmul_gflops"] = {"float32": round(matmul_gflops("float32"), 1),
+                             "bfloat16": round(matmul_gflops("bfloat16"), 1)}
+    info["auto_precision"] = "bf16" if bf16_supported() else "fp32"
+    info["case"] = ("AMX/AVX-512 bf16: precision auto trains in bf16" if info["auto_precision"] == "bf16"
+                    else "no bf16 units: precision auto trains in fp32")
+    return info
+
+
+def flops_per_token(parameters: int, layers: int, hidden: int, sequence: int, trainable: int | None = None) -> float:
+    """Training FLOPs per token, as nanoGPT/PaLM count them: 6·N plus the attention term 12·L·H·T.
+
+    With adapters (LoRA) frozen weights need no weight gradients: 4·N for the frozen part plus 6·N for the
+    trainable part, so MFU is not inflated by work that is never done.
+    """
+    attention = 12 * layers * hidden * sequence
+    if trainable is None or trainable >= parameters:
+        return 6 * parameters + attention
+    return 4 * parameters + 2 * trainable + attention

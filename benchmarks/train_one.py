@@ -1,0 +1,214 @@
+"""One training run (one case, one variant) in a process of its own, so peak RSS and bytes written are its own.
+
+    python -m benchmarks.train_one CASE VARIANT OUT_DIR STEPS
+
+Prints one JSON line: real tokens, train time, steady-state step rate, padding, peak RSS, bytes written,
+and the eval loss that one evaluator (`evaluate_model`) gives every variant after the same steps.
+"""
+
+from __future__ import annotations
+
+import json
+import resource
+import statistics
+import sys
+import time
+from pathlib import Path
+
+CASES = {  # name: (recipe, data kind, what it shows)
+    "smollm2_full_text": ("cars_lm", "text", "SmolLM2-135M full fine-tune on the car corpus text"),
+    "smollm2_lora_qa": ("cars_qa", "qa", "SmolLM2-135M LoRA on the car QA pairs (no retrieval)"),
+    "gpt_scratch_text": ("gpt_from_scratch", "text", "from-scratch GPT-2 (4x192) on the car corpus text"),
+}
+VARIANTS = ("hftoolkit", "baseline")
+
+
+def bytes_written() -> int:
+    for line in open("/proc/self/io"):
+        if line.startswith("write_bytes:"):
+            return int(line.split()[1])
+    return 0
+
+
+class Meter:
+    """Step times and token counts from Trainer callbacks and a counting collator."""
+
+    def __init__(self):
+        self.steps, self.real, self.slots, self._tokens, self._started = [], 0, 0, 0, None  # real/slots: padding
+        self.training = True
+
+    def wrap(self, collate, model):
+        def counting(features):
+            batch = collate(features)
+            if self.training and model.training:  # evaluation batches are collated with the model in eval mode
+                self.slots += batch["input_ids"].numel()
+                self.real += int(batch["attention_mask"].sum()) if "attention_mask" in batch else \
+                    batch["input_ids"].numel()
+            return batch
+        return counting
+
+    def callback(self):
+        from transformers import TrainerCallback
+
+        meter = self
+
+        class StepTimer(TrainerCallback):
+            def on_step_begin(self, args, state, control, **kwargs):
+                meter._started = time.perf_counter()
+
+            def on_step_end(self, args, state, control, **kwargs):
+                meter.steps.append((time.perf_counter() - meter._started, state.num_input_tokens_seen - meter._tokens))
+                meter._tokens = state.num_input_tokens_seen
+
+            def on_train_end(self, args, state, control, **kwargs):
+                meter.training = False
+
+        return StepTimer()
+
+    def tokens(self) -> int:
+        """Real tokens trained, as the Trainer counts them (attention mask) for every variant."""
+        return sum(tokens for _, tokens in self.steps)
+
+    def steady_rate(self) -> float:
+        """Median real tokens/s over the steps after the first (compilation, warm-up)."""
+        later = self.steps[1:] or self.steps
+        return statistics.median(tokens / seconds for seconds, tokens in later)
+
+
+def case_recipe(case: str, variant: str, out: Path, steps: int):
+    from hftoolkit.recipe.load import load_recipe
+
+    recipe_name, kind, _ = CASES[case]
+    overrides = [f"output.dir={out}", f"training.max_steps={steps}"]
+    if kind == "qa":
+        overrides.append("data.retrieval=null")
+    return load_recipe(recipe_name, overrides)
+
+
+def run_hftoolkit(recipe, meter: Meter):
+    import hftoolkit.train.run as run
+
+    built = {}
+    original = run.build_trainer
+
+    def build_with_meter(*args, **kwargs):
+        trainer, precision = original(*args, **kwargs)
+        trainer.data_collator = meter.wrap(trainer.data_collator, trainer.model)
+        trainer.add_callback(meter.callback())
+        built["trainer"] = trainer
+        return trainer, precision
+
+    run.build_trainer = build_with_meter
+    metrics = run.train(recipe, overwrite=True, log=lambda message: None)
+    trainer = built["trainer"]
+    return trainer.model, trainer.processing_class, metrics["train_runtime_seconds"], metrics["precision"]
+
+
+def run_baseline(recipe, kind: str, out: Path, meter: Meter, reference: Path | None):
+    import torch
+    import transformers
+    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
+
+    from benchmarks import baseline
+    from hftoolkit.models.load import resolve_model_path
+    from hftoolkit.paths import resolve_data_path
+
+    transformers.set_seed(recipe.training.seed)
+    if recipe.model.from_scratch:  # same tokenizer and config as hftoolkit's run, fresh weights
+        tokenizer = AutoTokenizer.from_pretrained(reference)
+        model = AutoModelForCausalLM.from_config(AutoConfig.from_pretrained(reference))
+    else:
+        source = str(resolve_model_path(recipe.model.name, lambda m: None))
+        tokenizer, model = AutoTokenizer.from_pretrained(source), AutoModelForCausalLM.from_pretrained(source)
+    if kind == "text":
+        files = sorted(str(p) for p in Path(resolve_data_path(recipe.data.train)).glob("*.txt"))
+        dataset = baseline.text_dataset(files, tokenizer, recipe.preprocess.block_size)
+    else:
+        rows = [json.loads(line) for line in Path(resolve_data_path(recipe.data.train)).read_text().splitlines()]
+        dataset = baseline.qa_dataset(rows, tokenizer, recipe.data.system_prompt, recipe.preprocess.block_size)
+    if recipe.training.lora.enabled:
+        from peft import LoraConfig, get_peft_model
+
+        lora = recipe.training.lora
+        model = get_peft_model(model, LoraConfig(r=lora.r, lora_alpha=lora.alpha, lora_dropout=lora.dropout,
+                                                 target_modules="all-linear", task_type="CAUSAL_LM"))
+    from transformers import Trainer
+
+    original_init = Trainer.__init__
+
+    def init_with_meter(self, *args, **kwargs):
+        kwargs["data_collator"] = meter.wrap(kwargs["data_collator"], kwargs["model"])
+        kwargs["callbacks"] = [meter.callback()]
+        original_init(self, *args, **kwargs)
+
+    Trainer.__init__ = init_with_meter
+    trainer, metrics = baseline.train(model, tokenizer, dataset, out, recipe.training, recipe.training.max_steps)
+    del torch
+    return trainer.model, tokenizer, metrics["train_runtime"], "fp32"
+
+
+def evaluate_model(model, tokenizer, recipe, kind: str) -> float:
+    """The same evaluator for every variant: held-out text loss (text) or answer-token loss (QA)."""
+    import torch
+
+    from hftoolkit.paths import resolve_data_path
+
+    model.eval()
+    if kind == "text":
+        from hftoolkit.evaluation.perplexity import text_perplexity
+
+        texts = [p for p in Path(resolve_data_path(recipe.data.validation)).read_text().split("\n\n") if p.strip()]
+        return text_perplexity(model, tokenizer, texts, block_size=recipe.preprocess.block_size)["loss"]
+    from datasets import Dataset
+
+    from hftoolkit.data.chat_format import encode_chat_dataset
+
+    rows = [json.loads(line) for line in Path(resolve_data_path(recipe.data.validation)).read_text().splitlines()]
+    encoded = encode_chat_dataset(Dataset.from_list(rows), tokenizer, recipe.data, recipe.preprocess.block_size)
+    total, count = 0.0, 0
+    with torch.inference_mode():
+        for row in encoded:
+            ids, labels = torch.tensor([row["input_ids"]]), torch.tensor([row["labels"]])
+            logits = model(input_ids=ids).logits[0, :-1].float()
+            targets = labels[0, 1:]
+            total += float(torch.nn.functional.cross_entropy(logits, targets, ignore_index=-100, reduction="sum"))
+            count += int((targets != -100).sum())
+    return total / count
+
+
+def model_shape(model) -> dict:
+    config = model.config
+    layers = getattr(config, "num_hidden_layers", None) or config.n_layer
+    hidden = getattr(config, "hidden_size", None) or config.n_embd
+    parameters = sum(p.numel() for p in {id(p): p for p in model.parameters()}.values())
+    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    return {"layers": layers, "hidden": hidden, "parameters": parameters, "trainable": trainable}
+
+
+def main() -> None:
+    case, variant, out, steps = sys.argv[1], sys.argv[2], Path(sys.argv[3]), int(sys.argv[4])
+    reference = Path(sys.argv[5]) if len(sys.argv) > 5 else None
+    started, written = time.perf_counter(), bytes_written()
+    recipe = case_recipe(case, variant, out, steps)
+    kind = CASES[case][1]
+    meter = Meter()
+    shape = None
+    if variant == "baseline":
+        model, tokenizer, train_seconds, precision = run_baseline(recipe, kind, out, meter, reference)
+    else:
+        model, tokenizer, train_seconds, precision = run_hftoolkit(recipe, meter)
+    shape = model_shape(model)
+    wall = time.perf_counter() - started
+    disk = bytes_written() - written
+    eval_loss = evaluate_model(model, tokenizer, recipe, kind)
+    print(json.dumps({
+        "case": case, "variant": variant, "steps": len(meter.steps), "precision": precision,
+        "real_tokens": meter.tokens(), "padding_percent": round(100 * (1 - meter.real / meter.slots), 1),
+        "train_seconds": round(train_seconds, 2), "tokens_per_second": round(meter.tokens() / train_seconds, 2),
+        "steady_tokens_per_second": round(meter.steady_rate(), 2), "sequence": recipe.preprocess.block_size,
+        "wall_seconds": round(wall, 1), "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024),
+        "disk_written_mb": round(disk / 2 ** 20, 1), "eval_loss": round(eval_loss, 4), **shape}))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,87 @@
+"""Training throughput: hftoolkit's shipped recipes against the plain-Trainer baseline, alternating.
+
+Each round runs hftoolkit, then the baseline, each in its own process. Text baselines train for as many steps as give the real
+tokens hftoolkit's run trained (its partial batches at epoch ends count), so eval losses compare after
+equal real tokens; QA runs take equal steps of equal examples.
+"""
+
+from __future__ import annotations
+
+import json
+import statistics
+import subprocess
+import sys
+from pathlib import Path
+
+from benchmarks.machine import flops_per_token
+from benchmarks.train_one import CASES
+
+STEPS = {"smollm2_full_text": 6, "smollm2_lora_qa": 5, "gpt_scratch_text": 20}
+
+
+def run_one(case: str, variant: str, steps: int, work: Path, reference: Path | None = None) -> dict:
+    out = work / f"{case}-{variant}"
+    command = [sys.executable, "-m", "benchmarks.train_one", case, variant, str(out), str(steps)]
+    if reference is not None:
+        command.append(str(reference))
+    with open(work / f"{case}-{variant}.log", "a") as log:
+        done = subprocess.run(command, stdout=subprocess.PIPE, stderr=log, text=True,
+                              cwd=Path(__file__).resolve().parent.parent)
+    if done.returncode != 0:
+        raise RuntimeError(f"{case}/{variant} failed: see {work / f'{case}-{variant}.log'}")
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def baseline_steps(case: str, hftoolkit_run: dict) -> int:
+    from benchmarks.train_one import case_recipe
+
+    if CASES[case][1] == "qa":
+        return hftoolkit_run["steps"]
+    training = case_recipe(case, "baseline", Path("unused"), 1)
+    per_step = training.training.batch_size * training.training.gradient_accumulation * hftoolkit_run["sequence"]
+    return max(1, round(hftoolkit_run["real_tokens"] / per_step))
+
+
+def run_case(case: str, rounds: int, work: Path, log=print) -> list[dict]:
+    runs = []
+    for round_number in range(rounds):
+        runs.append(run_one(case, "hftoolkit", STEPS[case], work) | {"round": round_number})
+        log(f"  {case} hftoolkit: {runs[-1]['tokens_per_second']} real tokens/s")
+        reference = work / f"{case}-hftoolkit"
+        runs.append(run_one(case, "baseline", baseline_steps(case, runs[-1]), work, reference)
+                    | {"round": round_number})
+        log(f"  {case} baseline: {runs[-1]['tokens_per_second']} real tokens/s")
+    return runs
+
+
+def summarise(runs: list[dict], ceilings: dict) -> list[dict]:
+    """Per variant: medians over rounds, MFU against the measured ceiling, ratios against the baseline."""
+    rows = []
+    for variant in dict.fromkeys(r["variant"] for r in runs):
+        mine = [r for r in runs if r["variant"] == variant]
+        first = mine[0]
+        per_token = flops_per_token(first["parameters"], first["layers"], first["hidden"], first["sequence"],
+                                    first["trainable"])
+        ceiling = ceilings["bfloat16" if first["precision"] == "bf16" else "float32"]
+        row = {"case": first["case"], "variant": variant, "precision": first["precision"], "rounds": len(mine),
+               "flops_per_token": per_token}
+        for key in ("tokens_per_second", "steady_tokens_per_second", "real_tokens", "padding_percent",
+                    "peak_rss_mb", "disk_written_mb", "eval_loss", "wall_seconds", "train_seconds"):
+            row[key] = statistics.median(r[key] for r in mine)
+        row["mfu_percent"] = round(100 * row["tokens_per_second"] * per_token / 1e9 / ceiling, 1)
+        row["steady_mfu_percent"] = round(100 * row["steady_tokens_per_second"] * per_token / 1e9 / ceiling, 1)
+        rows.append(row)
+    base = next(r for r in rows if r["variant"] == "baseline")
+    for row in rows:
+        row["speedup"] = round(row["tokens_per_second"] / base["tokens_per_second"], 2)
+        row["steady_speedup"] = round(row["steady_tokens_per_second"] / base["steady_tokens_per_second"], 2)
+        row["eval_loss_vs_baseline"] = round(row["eval_loss"] - base["eval_loss"], 4)
+    return rows
+
+
+def benchmark(work: Path, ceilings: dict, rounds: int = 2, cases=tuple(CASES), log=print) -> list[dict]:
+    rows = []
+    for case in cases:
+        log(f"training: {case} ({CASES[case][2]}), {rounds} rounds")
+        rows += summarise(run_case(case, rounds, work, log), ceilings)
+    return rows

@@ -56,9 +56,9 @@ def test_eval_loss_is_the_mean_over_labelled_tokens(tmp_path):
         return {k: torch.tensor([row[k] for row in batch]) for k in ("input_ids", "labels")}
 
     args = TrainingArguments(output_dir=str(tmp_path), per_device_eval_batch_size=2, report_to="none", use_cpu=True)
-    trainer = PerplexityTrainer(model=model, args=args, eval_dataset=Dataset.from_list(rows), data_collator=collate,
-                                labelled_positions_loss=True)
-    reported = trainer.evaluate()["eval_loss"]
+    reported = [PerplexityTrainer(model=model, args=args, eval_dataset=Dataset.from_list(rows), data_collator=collate,
+                                  labelled_positions_loss=shortcut, token_mean_eval=True).evaluate()["eval_loss"]
+                for shortcut in (True, False)]  # answer-only examples, and text blocks with the model's own loss
 
     def nll(batch):
         total, tokens = 0.0, 0
@@ -72,6 +72,6 @@ def test_eval_loss_is_the_mean_over_labelled_tokens(tmp_path):
         return total, tokens
 
     total, tokens = nll(rows)
-    assert reported == pytest.approx(total / tokens, rel=1e-5)
+    assert reported == pytest.approx([total / tokens] * 2, rel=1e-5)
     mean_of_batch_means = sum(t / n for t, n in (nll(rows[:2]), nll(rows[2:]))) / 2  # the Trainer's own figure
-    assert abs(reported - mean_of_batch_means) > 1e-3  # the data really tells the two apart
+    assert abs(reported[0] - mean_of_batch_means) > 1e-3  # the data really tells the two apart

@@ -162,7 +162,11 @@ def build_trainer(recipe: Recipe, model, tokenizer, blocks, out: Path, labels: l
                                 eval_dataset=blocks["validation"], data_collator=collator_for(recipe, tokenizer),
                                 processing_class=tokenizer, callbacks=callbacks, compute_metrics=metrics,
                                 class_weights=weights, log_perplexity=recipe.model.task != "classification",
-                                labelled_positions_loss=recipe.model.task == "causal_lm",
+                                # answer-only labels: the output layer only where there is a label; text blocks
+                                # are labelled almost everywhere, so they keep the model's own loss
+                                labelled_positions_loss=(recipe.model.task == "causal_lm"
+                                                         and recipe.data.format != "text"),
+                                token_mean_eval=recipe.model.task == "causal_lm",
                                 loss_is_batch_mean=recipe.model.task != "causal_lm",
                                 answer_accuracy=answer_accuracy)
     return trainer, precision

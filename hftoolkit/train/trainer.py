@@ -21,7 +21,7 @@ logger = logging.get_logger("hftoolkit")
 
 class PerplexityTrainer(Trainer):
     def __init__(self, *args, class_weights=None, log_perplexity=True, labelled_positions_loss=False,
-                 answer_accuracy=None, loss_is_batch_mean=False, **kwargs):
+                 token_mean_eval=False, answer_accuracy=None, loss_is_batch_mean=False, **kwargs):
         super().__init__(*args, **kwargs)
         if loss_is_batch_mean:
             # Encoder heads (and the class-weighted loss below) return a per-batch mean and ignore
@@ -32,7 +32,7 @@ class PerplexityTrainer(Trainer):
         self.answer_accuracy = answer_accuracy
         self.labelled_positions = labelled_positions_loss  # None after the check below fails
         self._labelled_positions_checked = False
-        self.token_mean_eval = labelled_positions_loss  # causal LMs: eval loss as a mean over labelled tokens
+        self.token_mean_eval = token_mean_eval  # causal LMs: eval loss as a mean over labelled tokens
         self._eval_nll = None
         self._documents_apart = None  # checked on the first packed batch
 

@@ -10,32 +10,38 @@ def markdown(result: dict) -> str:
              f"GFLOP/s; {info['case']}.", ""]
     if "training" in result:
         lines += ["| training case | variant | precision | real tokens/s | vs baseline | steady tokens/s | vs baseline "
-                  "| MFU (steady) | padding | peak RSS | disk written | eval loss (vs baseline) |",
-                  "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+                  "| MFU (steady) | padding | peak RSS | disk written | eval loss (vs baseline) "
+                  "| run_clm-style eval loss (vs baseline) |",
+                  "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
         for r in result["training"]:
             lines.append(
                 f"| {r['case']} | {r['variant']} | {r['precision']} | {r['tokens_per_second']:.0f} | {r['speedup']:.2f}x "
                 f"| {r['steady_tokens_per_second']:.0f} | {r['steady_speedup']:.2f}x | {r['mfu_percent']:.0f}% "
                 f"({r['steady_mfu_percent']:.0f}%) | {r['padding_percent']:.0f}% | {r['peak_rss_mb']:.0f} MB "
-                f"| {r['disk_written_mb']:.0f} MB | {r['eval_loss']:.3f} ({r['eval_loss_vs_baseline']:+.3f}) |")
+                f"| {r['disk_written_mb']:.0f} MB | {r['eval_loss']:.3f} ({r['eval_loss_vs_baseline']:+.3f}) | "
+                + (f"{r['eval_loss_run_clm']:.3f} ({r['eval_loss_run_clm_vs_baseline']:+.3f}) |"
+                   if "eval_loss_run_clm" in r else "– |"))
         lines += ["", "Real tokens/s: non-padding tokens trained over the Trainer's train time (evaluations during "
                   "training included); steady: median over steps after the first. MFU: FLOPs per token (6N + "
                   "12·layers·hidden·sequence; LoRA: 4N + 2·trainable + attention) x tokens/s over the fp32 or bf16 "
-                  "matmul ceiling above. Medians over the rounds.", ""]
+                  "matmul ceiling above. Medians over the rounds. Eval loss: text, held-out paragraphs each scored on "
+                  "its own with EOS (as hftoolkit trains); run_clm-style: held-out lines concatenated into blocks (as "
+                  "the baseline trains); QA: loss on the validation answers' tokens.", ""]
     if "preprocessing" in result:
         rows = result["preprocessing"]
         lines += ["| corpus | num_proc | tokens | cold | warm | warm speed-up | cold tokens/s | peak RSS cold | "
-                  "peak RSS warm |", "|---|---|---|---|---|---|---|---|---|"]
+                  "peak heap cold | peak RSS warm |", "|---|---|---|---|---|---|---|---|---|---|"]
         for r in rows:
             lines.append(f"| {r['megabytes']} MB | {r['num_proc']} | {r['tokens']:,} | {r['cold_seconds']:.1f} s "
                          f"| {r['warm_seconds']:.1f} s | {r['warm_speedup']:.0f}x | {r['cold_tokens_per_second']:,} "
-                         f"| {r['cold_peak_rss_mb']} MB | {r['warm_peak_rss_mb']} MB |")
+                         f"| {r['cold_peak_rss_mb']} MB | {r['cold_peak_heap_mb']} MB | {r['warm_peak_rss_mb']} MB |")
         single = {r["megabytes"]: r for r in rows if r["num_proc"] == 1}
         if len(single) > 1:
             small, large = single[min(single)], single[max(single)]
             lines += ["", f"{max(single)} MB vs {min(single)} MB: cold time x{large['cold_seconds'] / small['cold_seconds']:.2f} "
-                      f"for x{large['tokens'] / small['tokens']:.2f} the tokens; peak memory "
-                      f"x{large['cold_peak_rss_mb'] / small['cold_peak_rss_mb']:.2f}.", ""]
+                      f"for x{large['tokens'] / small['tokens']:.2f} the tokens; peak RSS "
+                      f"x{large['cold_peak_rss_mb'] / small['cold_peak_rss_mb']:.2f}, peak heap "
+                      f"x{large['cold_peak_heap_mb'] / small['cold_peak_heap_mb']:.2f}.", ""]
     if "generation" in result:
         gen = result["generation"]
         lines += [f"| generation ({gen['prompts']} prompts x {gen['new_tokens']} new tokens) | tokens/s | vs batch 1 |",

@@ -147,18 +147,29 @@ def run_baseline(recipe, kind: str, out: Path, meter: Meter, reference: Path | N
     return trainer.model, tokenizer, metrics["train_runtime"], "fp32"
 
 
-def evaluate_model(model, tokenizer, recipe, kind: str) -> float:
-    """The same evaluator for every variant: held-out text loss (text) or answer-token loss (QA)."""
+def evaluate_model(model, tokenizer, recipe, kind: str) -> dict:
+    """The same evaluators for every variant. Text: held-out loss two ways, hftoolkit's (paragraphs with
+    EOS, each on its own) and run_clm's (lines concatenated into blocks); QA: answer-token loss."""
     import torch
 
     from hftoolkit.paths import resolve_data_path
 
     model.eval()
     if kind == "text":
+        from benchmarks.baseline import text_dataset
         from hftoolkit.evaluation.perplexity import text_perplexity
 
-        texts = [p for p in Path(resolve_data_path(recipe.data.validation)).read_text().split("\n\n") if p.strip()]
-        return text_perplexity(model, tokenizer, texts, block_size=recipe.preprocess.block_size)["loss"]
+        heldout = Path(resolve_data_path(recipe.data.validation))
+        texts = [p for p in heldout.read_text().split("\n\n") if p.strip()]
+        packed = text_perplexity(model, tokenizer, texts, block_size=recipe.preprocess.block_size)["loss"]
+        blocks = text_dataset([str(heldout)], tokenizer, recipe.preprocess.block_size)["input_ids"]
+        total = count = 0
+        with torch.inference_mode():
+            for start in range(0, len(blocks), 8):
+                ids = torch.tensor(blocks[start:start + 8])
+                total += float(model(input_ids=ids, labels=ids).loss) * ids[:, 1:].numel()
+                count += ids[:, 1:].numel()
+        return {"eval_loss": packed, "eval_loss_run_clm": total / count}
     from datasets import Dataset
 
     from hftoolkit.data.chat_format import encode_chat_dataset
@@ -173,7 +184,7 @@ def evaluate_model(model, tokenizer, recipe, kind: str) -> float:
             targets = labels[0, 1:]
             total += float(torch.nn.functional.cross_entropy(logits, targets, ignore_index=-100, reduction="sum"))
             count += int((targets != -100).sum())
-    return total / count
+    return {"eval_loss": total / count}
 
 
 def model_shape(model) -> dict:
@@ -200,14 +211,14 @@ def main() -> None:
     shape = model_shape(model)
     wall = time.perf_counter() - started
     disk = bytes_written() - written
-    eval_loss = evaluate_model(model, tokenizer, recipe, kind)
+    losses = {k: round(v, 4) for k, v in evaluate_model(model, tokenizer, recipe, kind).items()}
     print(json.dumps({
         "case": case, "variant": variant, "steps": len(meter.steps), "precision": precision,
         "real_tokens": meter.tokens(), "padding_percent": round(100 * (1 - meter.real / meter.slots), 1),
         "train_seconds": round(train_seconds, 2), "tokens_per_second": round(meter.tokens() / train_seconds, 2),
         "steady_tokens_per_second": round(meter.steady_rate(), 2), "sequence": recipe.preprocess.block_size,
         "wall_seconds": round(wall, 1), "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024),
-        "disk_written_mb": round(disk / 2 ** 20, 1), "eval_loss": round(eval_loss, 4), **shape}))
+        "disk_written_mb": round(disk / 2 ** 20, 1), **losses, **shape}))
 
 
 if __name__ == "__main__":

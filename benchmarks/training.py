@@ -66,8 +66,10 @@ def summarise(runs: list[dict], ceilings: dict) -> list[dict]:
         row = {"case": first["case"], "variant": variant, "precision": first["precision"], "rounds": len(mine),
                "flops_per_token": per_token}
         for key in ("tokens_per_second", "steady_tokens_per_second", "real_tokens", "padding_percent",
-                    "peak_rss_mb", "disk_written_mb", "eval_loss", "wall_seconds", "train_seconds"):
-            row[key] = statistics.median(r[key] for r in mine)
+                    "peak_rss_mb", "disk_written_mb", "eval_loss", "eval_loss_run_clm", "wall_seconds",
+                    "train_seconds"):
+            if key in first:
+                row[key] = statistics.median(r[key] for r in mine)
         row["mfu_percent"] = round(100 * row["tokens_per_second"] * per_token / 1e9 / ceiling, 1)
         row["steady_mfu_percent"] = round(100 * row["steady_tokens_per_second"] * per_token / 1e9 / ceiling, 1)
         rows.append(row)
@@ -76,6 +78,8 @@ def summarise(runs: list[dict], ceilings: dict) -> list[dict]:
         row["speedup"] = round(row["tokens_per_second"] / base["tokens_per_second"], 2)
         row["steady_speedup"] = round(row["steady_tokens_per_second"] / base["steady_tokens_per_second"], 2)
         row["eval_loss_vs_baseline"] = round(row["eval_loss"] - base["eval_loss"], 4)
+        if "eval_loss_run_clm" in row:
+            row["eval_loss_run_clm_vs_baseline"] = round(row["eval_loss_run_clm"] - base["eval_loss_run_clm"], 4)
     return rows
 
 

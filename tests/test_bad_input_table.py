@@ -104,6 +104,7 @@ CASES = [  # (id, argv with {ws}, text the one error line must contain)
     ("override-unknown", ["train", "{ws}/tiny.yaml", "training.epoch=2"], "training.epoch"),
     ("block-size-zero", ["train", "{ws}/block_zero.yaml"], "preprocess.block_size"),
     ("negative-lr", ["train", "{ws}/negative_lr.yaml"], "training.learning_rate"),
+    ("negative-num-proc", ["train", "{ws}/tiny.yaml", "preprocess.num_proc=-2"], "preprocess.num_proc: -2"),
     ("data-missing", ["train", "{ws}/missing_train.yaml"], "nowhere.txt"),
     ("data-empty", ["train", "{ws}/empty_train.yaml"], "empty.txt' is empty"),
     ("data-only-blank", ["train", "{ws}/blank_train.yaml"], "blank.txt"),

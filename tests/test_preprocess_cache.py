@@ -107,3 +107,16 @@ def test_fingerprint_memo_forgets_files_that_changed(tmp_path, monkeypatch):
     memo = json.loads((tmp_path / "cache" / "fingerprints" / "files.json").read_text())
     assert first != second
     assert len(memo) == 1 and next(iter(memo)).startswith(f"{(folder / 'config.json').resolve()}:")  # old one gone
+
+
+def test_workers_are_automatic_only_for_large_corpora():
+    import os
+
+    from datasets import Dataset
+
+    from hftoolkit.data.preprocess import AUTO_WORKERS_BYTES, worker_count
+
+    small = Dataset.from_dict({"text": ["brake pads wear"] * 10})
+    large = Dataset.from_dict({"text": ["x" * 1024] * (AUTO_WORKERS_BYTES // 1024 + 1)})
+    assert worker_count(0, small) == 1 and worker_count(3, small) == 3
+    assert worker_count(0, large) == (os.cpu_count() or 1)

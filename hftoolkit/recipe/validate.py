@@ -38,6 +38,8 @@ def validate(recipe: Recipe) -> None:
     for field, get in POSITIVE.items():
         if get(recipe) <= 0:
             raise UserError(f"{field}: {get(recipe)} must be greater than 0")
+    if recipe.preprocess.num_proc < 0:
+        raise UserError(f"preprocess.num_proc: {recipe.preprocess.num_proc} must be 0 (automatic) or more")
     if recipe.training.epochs <= 0 and recipe.training.max_steps <= 0:
         raise UserError("training.epochs must be > 0 (or set training.max_steps)")
     if recipe.training.lora.enabled and model.from_scratch:

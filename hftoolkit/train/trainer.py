@@ -79,11 +79,15 @@ class PerplexityTrainer(Trainer):
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         inputs = self._packed(model, inputs)  # packed text: documents attend only to themselves
+        if self.token_mean_eval and not model.training:
+            # a per-batch mean, weighted by its tokens below: given a token count, the Trainer scales the loss
+            # by the number of processes, which the sum over ranks must not see
+            num_items_in_batch = None
         result = self._loss(model, inputs, return_outputs, num_items_in_batch)
         if self.token_mean_eval and not model.training and self._eval_nll is not None and "labels" in inputs:
             loss = result[0] if return_outputs else result
             tokens = int((inputs["labels"][:, 1:] != -100).sum())  # this rank's labelled tokens
-            self._eval_nll[0] += float(loss) * float(num_items_in_batch or tokens)  # loss = sum / that count
+            self._eval_nll[0] += float(loss) * tokens  # loss = this batch's mean over them
             self._eval_nll[1] += tokens
         return result
 

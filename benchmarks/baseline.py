@@ -57,12 +57,16 @@ def qa_dataset(rows: list[dict], tokenizer, system_prompt: str, max_length: int)
     return Dataset.from_list(rows).map(encode, remove_columns=["question", "answer", "key_facts"])
 
 
-def train(model, tokenizer, dataset, out: Path, training, max_steps: int):
-    """(trainer, train metrics) for a plain Trainer run; the model is saved as run_clm does."""
+def train(model, tokenizer, dataset, out: Path, training, max_steps: int, measure=None):
+    """(trainer, train metrics) for a plain Trainer run; the model is saved as run_clm does. `measure`
+    (the benchmark's meter) may wrap the collator and add a callback; it changes no computation."""
     from transformers import Trainer, default_data_collator
 
+    collate, callbacks = default_data_collator, []
+    if measure is not None:
+        collate, callbacks = measure.wrap(collate, model), [measure.callback()]
     trainer = Trainer(model=model, args=training_arguments(out, training, max_steps), train_dataset=dataset,
-                      data_collator=default_data_collator, processing_class=tokenizer)
+                      data_collator=collate, processing_class=tokenizer, callbacks=callbacks)
     result = trainer.train()
     trainer.save_model()
     return trainer, result.metrics

@@ -105,7 +105,6 @@ def run_hftoolkit(recipe, meter: Meter):
 
 
 def run_baseline(recipe, kind: str, out: Path, meter: Meter, reference: Path | None):
-    import torch
     import transformers
     from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
@@ -132,18 +131,8 @@ def run_baseline(recipe, kind: str, out: Path, meter: Meter, reference: Path | N
         lora = recipe.training.lora
         model = get_peft_model(model, LoraConfig(r=lora.r, lora_alpha=lora.alpha, lora_dropout=lora.dropout,
                                                  target_modules="all-linear", task_type="CAUSAL_LM"))
-    from transformers import Trainer
-
-    original_init = Trainer.__init__
-
-    def init_with_meter(self, *args, **kwargs):
-        kwargs["data_collator"] = meter.wrap(kwargs["data_collator"], kwargs["model"])
-        kwargs["callbacks"] = [meter.callback()]
-        original_init(self, *args, **kwargs)
-
-    Trainer.__init__ = init_with_meter
-    trainer, metrics = baseline.train(model, tokenizer, dataset, out, recipe.training, recipe.training.max_steps)
-    del torch
+    trainer, metrics = baseline.train(model, tokenizer, dataset, out, recipe.training, recipe.training.max_steps,
+                                      measure=meter)
     return trainer.model, tokenizer, metrics["train_runtime"], "fp32"
 
 

@@ -71,5 +71,6 @@ def benchmark(work: Path, sizes=SIZES_MB, num_procs=(1, 2), log=print) -> list[d
                    "cold_peak_heap_mb": cold["peak_heap_mb"]}
             rows.append(row)
             log(f"  preprocessing {megabytes} MB, num_proc {num_proc}: cold {row['cold_seconds']} s, "
-                f"warm {row['warm_seconds']} s, peak RSS {row['cold_peak_rss_mb']} MB, heap {row['cold_peak_heap_mb']} MB")
+                f"warm {row['warm_seconds']} s, peak RSS {row['cold_peak_rss_mb']} MB, "
+                f"heap {row['cold_peak_heap_mb']} MB")
     return rows

@@ -15,7 +15,8 @@ def markdown(result: dict) -> str:
                   "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
         for r in result["training"]:
             lines.append(
-                f"| {r['case']} | {r['variant']} | {r['precision']} | {r['tokens_per_second']:.0f} | {r['speedup']:.2f}x "
+                f"| {r['case']} | {r['variant']} | {r['precision']} | {r['tokens_per_second']:.0f} "
+                f"| {r['speedup']:.2f}x "
                 f"| {r['steady_tokens_per_second']:.0f} | {r['steady_speedup']:.2f}x | {r['mfu_percent']:.0f}% "
                 f"({r['steady_mfu_percent']:.0f}%) | {r['padding_percent']:.0f}% | {r['peak_rss_mb']:.0f} MB "
                 f"| {r['disk_written_mb']:.0f} MB | {r['eval_loss']:.3f} ({r['eval_loss_vs_baseline']:+.3f}) | "
@@ -38,7 +39,8 @@ def markdown(result: dict) -> str:
         single = {r["megabytes"]: r for r in rows if r["num_proc"] == 1}
         if len(single) > 1:
             small, large = single[min(single)], single[max(single)]
-            lines += ["", f"{max(single)} MB vs {min(single)} MB: cold time x{large['cold_seconds'] / small['cold_seconds']:.2f} "
+            lines += ["", f"{max(single)} MB vs {min(single)} MB: cold time "
+                      f"x{large['cold_seconds'] / small['cold_seconds']:.2f} "
                       f"for x{large['tokens'] / small['tokens']:.2f} the tokens; peak RSS "
                       f"x{large['cold_peak_rss_mb'] / small['cold_peak_rss_mb']:.2f}, peak heap "
                       f"x{large['cold_peak_heap_mb'] / small['cold_peak_heap_mb']:.2f}.", ""]

@@ -1,8 +1,8 @@
 """Training throughput: hftoolkit's shipped recipes against the plain-Trainer baseline, alternating.
 
-Each round runs hftoolkit, then the baseline, each in its own process. Text baselines train for as many steps as give the real
-tokens hftoolkit's run trained (its partial batches at epoch ends count), so eval losses compare after
-equal real tokens; QA runs take equal steps of equal examples.
+Each round runs hftoolkit, then the baseline, each in its own process. Text baselines train for as
+many steps as give the real tokens hftoolkit's run trained (its partial batches at epoch ends count), so
+eval losses compare after equal real tokens; QA runs take equal steps of equal examples.
 """
 
 from __future__ import annotations

@@ -91,7 +91,7 @@ def start_redis() -> tuple[subprocess.Popen, str] | None:
 
 
 def benchmark(checkpoint: str, prompts: int = 16, new_tokens: int = 32, log=print) -> dict:
-    from hftoolkit.train.arguments import bf16_supported
+    from hftoolkit.train.precision import cpu_has_bf16_instructions
 
     chosen = QUESTIONS[:prompts]
     gen = TextGenerator(checkpoint, cache="off", log=lambda m: None)
@@ -101,7 +101,7 @@ def benchmark(checkpoint: str, prompts: int = 16, new_tokens: int = 32, log=prin
     rate, same = continuous_throughput(gen, chosen, new_tokens)
     rows.append({"setting": f"fp32, continuous batching ({same:.0%} equal to one at a time)",
                  "tokens_per_second": rate})
-    if bf16_supported():
+    if cpu_has_bf16_instructions():
         import torch
 
         gen.generator.model.to(torch.bfloat16)

@@ -51,14 +51,13 @@ def matmul_gflops(dtype_name: str, size: int = 2048, repeats: int = 5) -> float:
 
 
 def machine() -> dict:
-    from hftoolkit.train.arguments import bf16_supported
+    from hftoolkit.train.precision import auto_precision
 
     info = cpu_info()
     info["matmul_gflops"] = {"float32": round(matmul_gflops("float32"), 1),
                              "bfloat16": round(matmul_gflops("bfloat16"), 1)}
-    info["auto_precision"] = "bf16" if bf16_supported() else "fp32"
-    info["case"] = ("AMX/AVX-512 bf16: precision auto trains in bf16" if info["auto_precision"] == "bf16"
-                    else "no bf16 units: precision auto trains in fp32")
+    info["auto_precision"], why = auto_precision()
+    info["case"] = f"precision auto trains in {info['auto_precision']}: {why}"
     return info
 
 

@@ -1,4 +1,4 @@
-"""Recipe → transformers TrainingArguments, and the precision choice."""
+"""Recipe → transformers TrainingArguments."""
 
 from __future__ import annotations
 
@@ -6,19 +6,6 @@ from pathlib import Path
 
 from hftoolkit.checkpoint.output_dir import TRAINER_DIR
 from hftoolkit.recipe.schema import TrainingSection
-
-
-def bf16_supported() -> bool:
-    """bf16 autocast pays off on GPUs with bf16 and on CPUs with AVX-512 BF16 or AMX."""
-    import torch
-
-    if torch.cuda.is_available():
-        return torch.cuda.is_bf16_supported()
-    return bool(torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported())
-
-
-def resolve_precision(choice: str) -> str:
-    return ("bf16" if bf16_supported() else "fp32") if choice == "auto" else choice
 
 
 def training_arguments(training: TrainingSection, out: Path, precision: str, variable_length: bool = False,

@@ -48,6 +48,18 @@ def main_first():
         yield
 
 
+def rank0_flag(flag: bool) -> bool:
+    """Rank 0's value of a flag that each process measured for itself (a timing), so all make one choice."""
+    if world_size() == 1:
+        return flag
+    import torch
+    import torch.distributed as dist
+
+    value = torch.tensor([int(flag)])
+    dist.broadcast(value, src=0)
+    return bool(value.item())
+
+
 def global_batch(batch: int, field: str) -> int:
     """The recipe's batch is global: N processes take batch / N of each one, so 1 or N processes follow the
     same optimisation trajectory. It must divide evenly."""

@@ -72,7 +72,8 @@ def train(recipe: Recipe, resume: bool = False, overwrite: bool = False, log=pri
     from hftoolkit.train.stopping import SafeCheckpoints
 
     safe = SafeCheckpoints(final_save=recipe.output.keep_training_state)
-    trainer, precision = build_trainer(recipe, model, tokenizer, blocks, out, labels, answer_accuracy, safe)
+    trainer, precision = build_trainer(recipe, model, tokenizer, blocks, out, labels, answer_accuracy, safe,
+                                       log=log)
     with safe:  # Ctrl-C / SIGTERM: finish the step, save, stop
         result = trainer.train(resume_from_checkpoint=last_trainer_checkpoint(out) if resume else None)
     if safe.stop_signal is not None:
@@ -136,15 +137,17 @@ def head_config(recipe: Recipe, labels: list[str] | None) -> dict:
 
 
 def build_trainer(recipe: Recipe, model, tokenizer, blocks, out: Path, labels: list[str] | None = None,
-                  answer_accuracy=None, safe_checkpoints=None):
+                  answer_accuracy=None, safe_checkpoints=None, log=lambda message: None):
     from transformers import EarlyStoppingCallback
 
-    from hftoolkit.train.arguments import resolve_precision, training_arguments
+    from hftoolkit.train.arguments import training_arguments
     from hftoolkit.train.heads import collator_for, compute_metrics_for
+    from hftoolkit.train.precision import resolve_precision
     from hftoolkit.train.stopping import SafeCheckpoints
     from hftoolkit.train.trainer import PerplexityTrainer
 
-    precision = resolve_precision(recipe.training.precision)
+    precision, why = resolve_precision(recipe.training.precision)
+    log(f"precision: {precision} ({why})")
     metrics = compute_metrics_for(recipe, labels)
     variable = recipe.model.task == "classification" or recipe.data.format != "text"
     args = training_arguments(recipe.training, out, precision, variable_length=variable,

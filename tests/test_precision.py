@@ -1,0 +1,32 @@
+"""Precision `auto` follows what this machine's matmuls measure, not CPU flags alone."""
+
+import re
+
+from hftoolkit.train.precision import (BF16_MIN_SPEEDUP, auto_precision, cpu_has_bf16_instructions,
+                                       matmul_seconds, prefer_bf16, resolve_precision)
+
+
+def test_bf16_only_when_clearly_faster():
+    assert prefer_bf16(fp32_seconds=1.0, bf16_seconds=0.5)          # 2x: AMX-like
+    assert not prefer_bf16(fp32_seconds=1.0, bf16_seconds=0.9)      # 1.11x: autocast overhead eats it
+    assert not prefer_bf16(fp32_seconds=0.6, bf16_seconds=1.0)      # AVX-512 BF16 without AMX, measured 0.6x
+    assert prefer_bf16(fp32_seconds=BF16_MIN_SPEEDUP, bf16_seconds=1.0)
+
+
+def test_explicit_precision_is_kept():
+    assert resolve_precision("fp32") == ("fp32", "set in the recipe")
+    assert resolve_precision("bf16") == ("bf16", "set in the recipe")
+
+
+def test_auto_matches_an_independent_measurement_on_this_cpu():
+    precision, why = auto_precision.__wrapped__()  # measure afresh, not the per-process cached answer
+    assert resolve_precision("auto")[0] in ("fp32", "bf16")
+    if not cpu_has_bf16_instructions():
+        assert precision == "fp32"  # no probe: a bf16 matmul ran ~100x slower than fp32 on AVX2-only CPUs
+        return
+    probed = float(re.search(r"runs at ([0-9.]+)x fp32", why).group(1))
+    assert precision == ("bf16" if probed >= BF16_MIN_SPEEDUP else "fp32")
+    # a larger matmul, timed here, must agree wherever the answer is clear-cut
+    independent = matmul_seconds("float32", 2048, 3) / matmul_seconds("bfloat16", 2048, 3)
+    if independent >= 2 * BF16_MIN_SPEEDUP or independent <= 0.8:
+        assert precision == ("bf16" if independent > 1 else "fp32"), (probed, independent)

@@ -120,3 +120,32 @@ def test_workers_are_automatic_only_for_large_corpora():
     large = Dataset.from_dict({"text": ["x" * 1024] * (AUTO_WORKERS_BYTES // 1024 + 1)})
     assert worker_count(0, small) == 1 and worker_count(3, small) == 3
     assert worker_count(0, large) == (os.cpu_count() or 1)
+
+
+def test_entry_links_map_output_and_rewrites_anything_else(tmp_path):
+    """A split that is exactly a map's Arrow files is hard-linked into the entry (nothing read or rewritten);
+    shuffled, column-dropped or two-worker splits come back with the same rows in the same order."""
+    import os
+
+    from datasets import Dataset, load_from_disk
+
+    from hftoolkit.data.saved_splits import MANIFEST, load_splits, save_splits
+
+    Dataset.from_dict({"n": list(range(100))}).save_to_disk(str(tmp_path / "source"))
+    on_disk = load_from_disk(str(tmp_path / "source"))
+    mapped = on_disk.map(lambda row: {"square": row["n"] ** 2})
+    splits = {"mapped": mapped, "shuffled": mapped.shuffle(seed=1, keep_in_memory=True),  # indices in memory
+              "dropped": mapped.remove_columns("n"),
+              "workers": on_disk.map(lambda row: {"cube": row["n"] ** 3}, num_proc=2),
+              "in_memory": Dataset.from_dict({"n": [3, 1, 2]})}
+    save_splits(splits, tmp_path / "entry")
+    back = load_splits(tmp_path / "entry")
+
+    for name, split in splits.items():
+        assert back[name].column_names == split.column_names and back[name].to_dict() == split.to_dict(), name
+    linked = tmp_path / "entry" / "mapped" / "part-00000.arrow"
+    assert os.stat(linked).st_ino == os.stat(mapped.cache_files[0]["filename"]).st_ino
+    assert (tmp_path / "entry" / "workers" / MANIFEST).is_file() and len(splits["workers"].cache_files) == 2
+    for rewritten in ("shuffled", "dropped", "in_memory"):  # the files do not hold exactly these rows
+        assert not (tmp_path / "entry" / rewritten / MANIFEST).exists()
+    assert back["shuffled"]["n"] != sorted(back["shuffled"]["n"])

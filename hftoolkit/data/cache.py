@@ -15,6 +15,7 @@ import time
 from pathlib import Path
 from typing import Callable
 
+from hftoolkit.data.saved_splits import load_splits, save_splits
 from hftoolkit.file_lock import file_lock
 from hftoolkit.paths import cache_dir
 
@@ -47,21 +48,19 @@ def cached(parts: dict, build: Callable[[], tuple[object, dict]]) -> tuple[objec
     under a temporary name and renamed, so a killed run never leaves a half-written
     one; old entries are pruned after each save.
     """
-    from datasets import load_from_disk
-
     root = cache_dir("preprocessed")
     folder = root / cache_key(parts)
     lock = entry_lock(root, folder.name)
     with file_lock(lock, shared=True):  # readers share; pruning needs the entry to itself
         if (folder / "stats.json").is_file():
             os.utime(folder / "stats.json")  # last use, for pruning
-            return load_from_disk(str(folder / "data")), json.loads((folder / "stats.json").read_text()), True, folder
+            return load_splits(folder / "data"), json.loads((folder / "stats.json").read_text()), True, folder
     with file_lock(lock):
         if not (folder / "stats.json").is_file():  # another run may have built it while this one waited
             datasets, stats = build()
             staging = folder.with_name(f"{folder.name}.tmp-{os.getpid()}")
             shutil.rmtree(staging, ignore_errors=True)
-            datasets.save_to_disk(str(staging / "data"))
+            save_splits(datasets, staging / "data")
             (staging / "key.json").write_text(json.dumps(parts, indent=2, sort_keys=True, default=str))
             (staging / "stats.json").write_text(json.dumps(stats, indent=2))
             shutil.rmtree(folder, ignore_errors=True)
@@ -69,7 +68,7 @@ def cached(parts: dict, build: Callable[[], tuple[object, dict]]) -> tuple[objec
             hit = False
         else:
             hit = True
-        loaded = load_from_disk(str(folder / "data")), json.loads((folder / "stats.json").read_text())
+        loaded = load_splits(folder / "data"), json.loads((folder / "stats.json").read_text())
     prune(root, keep=folder)
     return (*loaded, hit, folder)
 

@@ -15,10 +15,14 @@ import sys
 import time
 from pathlib import Path
 
-CASES = {  # name: (recipe, data kind, what it shows)
-    "smollm2_full_text": ("cars_lm", "text", "SmolLM2-135M full fine-tune on the car corpus text"),
-    "smollm2_lora_qa": ("cars_qa", "qa", "SmolLM2-135M LoRA on the car QA pairs (no retrieval)"),
-    "gpt_scratch_text": ("gpt_from_scratch", "text", "from-scratch GPT-2 (4x192) on the car corpus text"),
+CASES = {  # name: (recipe, data kind, what it shows, overrides of the bundled recipe)
+    "smollm2_full_text": ("cars_lm", "text", "SmolLM2-135M full fine-tune on the car corpus text", []),
+    "smollm2_lora_text": ("cars_lm", "text", "SmolLM2-135M LoRA on the car corpus text",
+                          ["training.lora.enabled=true", "training.learning_rate=1e-3"]),
+    "smollm2_lora_qa": ("cars_qa", "qa", "SmolLM2-135M LoRA on the car QA pairs (no retrieval)", []),
+    "smollm2_full_qa": ("cars_qa", "qa", "SmolLM2-135M full fine-tune on the car QA pairs (no retrieval)",
+                        ["training.lora.enabled=false", "training.learning_rate=2e-4"]),
+    "gpt_scratch_text": ("gpt_from_scratch", "text", "from-scratch GPT-2 (4x192) on the car corpus text", []),
 }
 VARIANTS = ("hftoolkit", "baseline")
 
@@ -78,8 +82,8 @@ class Meter:
 def case_recipe(case: str, variant: str, out: Path, steps: int):
     from hftoolkit.recipe.load import load_recipe
 
-    recipe_name, kind, _ = CASES[case]
-    overrides = [f"output.dir={out}", f"training.max_steps={steps}"]
+    recipe_name, kind, _, changes = CASES[case]
+    overrides = [f"output.dir={out}", f"training.max_steps={steps}", *changes]
     if kind == "qa":
         overrides.append("data.retrieval=null")
     return load_recipe(recipe_name, overrides)

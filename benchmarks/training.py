@@ -16,7 +16,8 @@ from pathlib import Path
 from benchmarks.machine import flops_per_token
 from benchmarks.train_one import CASES
 
-STEPS = {"smollm2_full_text": 6, "smollm2_lora_qa": 5, "gpt_scratch_text": 20}
+STEPS = {"smollm2_full_text": 6, "smollm2_lora_text": 6, "smollm2_lora_qa": 5, "smollm2_full_qa": 5,
+         "gpt_scratch_text": 20}
 
 
 def run_one(case: str, variant: str, steps: int, work: Path, reference: Path | None = None) -> dict:

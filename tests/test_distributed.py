@@ -116,3 +116,19 @@ def test_there_are_the_six_launch_configs():
     assert sorted(p.stem for p in (REPO / "recipes" / "accelerate").glob("*.yaml")) == [
         "deepspeed_zero2", "deepspeed_zero3", "fsdp2_full_shard", "multi_gpu_ddp", "one_gpu", "two_nodes"]
 
+
+
+def test_every_rank_takes_rank_0s_measured_choice(tmp_path):
+    """Precision `auto` is timed in each process, and timings differ; all ranks must train alike, so each takes
+    rank 0's answer."""
+    script = tmp_path / "flag.py"
+    script.write_text("import os\n"
+                      "from hftoolkit.train.distributed import rank0_flag, wait_for_everyone\n"
+                      "rank = int(os.environ['RANK'])\n"
+                      "print(f'rank {rank}: {rank0_flag(rank == 0)} {rank0_flag(rank == 1)}', flush=True)\n"
+                      "wait_for_everyone()  # as training goes on: no rank leaves while another still talks\n")
+    done = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+                           str(script)], capture_output=True, text=True, timeout=180, cwd=REPO)
+    assert done.returncode == 0, done.stderr[-3000:]
+    lines = sorted(line for line in done.stdout.splitlines() if line.startswith("rank "))
+    assert lines == ["rank 0: True False", "rank 1: True False"]

@@ -6,8 +6,6 @@ utilisation (MFU) against what this CPU's matmul reaches in each precision.
 
 from __future__ import annotations
 
-import statistics
-import time
 
 FLAGS = ("avx2", "avx512f", "avx512_bf16", "amx_bf16", "amx_tile")
 
@@ -34,20 +32,9 @@ def cpu_line() -> str:
 
 def matmul_gflops(dtype_name: str, size: int = 2048, repeats: int = 5) -> float:
     """Median GFLOP/s of a size x size matmul (2·size³ FLOPs) in float32 or bfloat16."""
-    import torch
+    from hftoolkit.train.precision import matmul_seconds
 
-    dtype = getattr(torch, dtype_name)
-    a, b = torch.randn(size, size, dtype=dtype), torch.randn(size, size, dtype=dtype)
-    started = time.perf_counter()
-    a @ b  # warm-up; a CPU without bf16 units can take seconds per call, so it gets fewer repeats
-    if time.perf_counter() - started > 1.0:
-        repeats = 1
-    times = []
-    for _ in range(repeats):
-        started = time.perf_counter()
-        a @ b
-        times.append(time.perf_counter() - started)
-    return 2 * size ** 3 / statistics.median(times) / 1e9
+    return 2 * size ** 3 / matmul_seconds(dtype_name, size, repeats) / 1e9
 
 
 def machine() -> dict:

@@ -21,6 +21,8 @@ def test_train_save_load_generate(tmp_path):
     done = run_cli("train", recipe, "--output-dir", out)
     assert done.returncode == 0, done.stderr[-3000:]
     assert {p.name for p in out.iterdir()} == EXPECTED_FILES
+    # every TensorBoard event of the run, the final evaluation's too, in one file in logs/
+    assert [p.parent.name for p in out.rglob("events.out.tfevents.*")] == ["logs"]
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["eval_perplexity"] < 0.5 * metrics["eval_perplexity_start"]
     assert metrics["tokens_seen"] > 0 and metrics["tokens_per_second"] > 0

@@ -81,6 +81,9 @@ def train(recipe: Recipe, resume: bool = False, overwrite: bool = False, log=pri
                               f"{last_trainer_checkpoint(out)} is saved: run the same command with --resume to "
                               "continue", safe.stop_signal)
     final_eval = trainer.evaluate()
+    for callback in trainer.callback_handler.callbacks:
+        if hasattr(callback, "tb_writer") and hasattr(callback, "close"):
+            callback.close()
     metrics = summarize(recipe, trainer.state.log_history, result.metrics, final_eval, stats, precision,
                         time.time() - started)
     if distributed.is_main():
@@ -176,10 +179,25 @@ def build_trainer(recipe: Recipe, model, tokenizer, blocks, out: Path, labels: l
 
 
 def tensorboard_callback(log_dir: Path):
+    """One TensorBoard event file in the run's logs/ for the whole run, the final evaluation included.
+
+    transformers' callback closes its writer when training ends; the final `evaluate()` then opened a new one
+    under the Trainer's default folder (checkpoints/runs/DATE_HOST/), so that evaluation missed logs/. Here the
+    writer stays open until `close()`, after the final evaluation."""
     from torch.utils.tensorboard import SummaryWriter
     from transformers.integrations import TensorBoardCallback
 
-    return TensorBoardCallback(tb_writer=SummaryWriter(log_dir=str(log_dir)))
+    class RunTensorBoard(TensorBoardCallback):
+        def on_train_end(self, args, state, control, **kwargs):
+            if self.tb_writer is not None:
+                self.tb_writer.flush()
+
+        def close(self):
+            if self.tb_writer is not None:
+                self.tb_writer.close()
+                self.tb_writer = None
+
+    return RunTensorBoard(tb_writer=SummaryWriter(log_dir=str(log_dir)))
 
 
 def summarize(recipe: Recipe, history: list[dict], train_metrics: dict, final_eval: dict, stats: dict,

@@ -41,9 +41,11 @@ def cmd_train(args) -> None:
             raise SystemExit(code)
         return
 
+    from hftoolkit.train.distributed import finish
     from hftoolkit.train.run import train
 
     train(recipe, resume=args.resume, overwrite=args.overwrite, force=args.force)
+    finish()
 
 
 def cmd_recipes_list(args) -> None:

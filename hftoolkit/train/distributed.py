@@ -48,6 +48,18 @@ def main_first():
         yield
 
 
+def finish() -> None:
+    """End of a multi-process job: wait for every rank, then leave the process group. A rank that exits with
+    the group still open can die in gloo's teardown ("terminate called without an active exception"), and
+    torchrun then fails the whole job after it has finished."""
+    if world_size() > 1:
+        import torch.distributed as dist
+
+        wait_for_everyone()
+        if dist.is_initialized():
+            dist.destroy_process_group()
+
+
 def rank0_flag(flag: bool) -> bool:
     """Rank 0's value of a flag that each process measured for itself (a timing), so all make one choice."""
     if world_size() == 1:

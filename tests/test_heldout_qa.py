@@ -61,9 +61,25 @@ def test_no_held_out_question_is_a_training_question():
     ("Up to 80,000 miles", "80", False),
     ("It is 15:1", "5:1", False),
     ("The brake fluid", "", False),
+    ("Cold water freezes in the pipes", "freeze", True),  # an inflection of the fact's word
+    ("It lubricates moving parts", "lubricat", True),  # a fact written as a stem
+    ("wheels turn at different speeds", "different speed", True),
+    ("The tyre is worn", "tyres", False),  # the answer's word must begin with the whole fact word
+    ("It uses 48 volts", "4", False),  # numbers match whole
+    ("in Nmax mode", "nm", False),  # words under three letters match whole
+    ("Apply the handbrake", "brake", False),  # a fact word matches the start of a word only
 ])
 def test_answer_matching_normalises(answer, fact, expected):
     assert contains(answer, fact) is expected
+
+
+@pytest.mark.parametrize("name", ["train", "validation", "heldout"])
+def test_every_reference_answer_passes_its_own_key_facts(name):
+    """Training uses the key facts to find the sentence that states the answer, and validation accuracy
+    scores with them: a reference answer its own facts do not match would be a wrong label."""
+    rows = [json.loads(line) for line in (CARS / f"qa/{name}.jsonl").read_text().splitlines()]
+    failing = [row["question"] for row in rows if not is_correct(row["answer"], row["key_facts"])]
+    assert not failing
 
 
 def test_is_correct_needs_one_of_the_facts():

@@ -6,8 +6,12 @@ case and punctuation dropped, number words turned into digits ("two" -> "2"),
 thousands separators removed ("60,000" -> "60000"), ranges and ratios written
 one way ("15-20" and "between 15 and 20" -> "15 to 20", "15 to 1" -> "15:1"),
 common unit names shortened ("millimetres" -> "mm", "%" -> "percent") and
-British/American spellings merged ("tire" -> "tyre"). Whole words matter:
-"80" is not found in "180" or "80,000".
+British/American spellings merged ("tire" -> "tyre"). Numbers match whole:
+"80" is not found in "180" or "80,000". A key-fact word of three or more
+letters also matches a longer word that begins with it, so inflections count
+("freeze" is in "freezes") and a key fact may be written as a stem
+("lubricat" is in "lubricates", "lubrication"); shorter words ("a", "nm")
+match whole.
 """
 
 from __future__ import annotations
@@ -81,14 +85,24 @@ def _is_number(word: str) -> bool:
     return bool(re.fullmatch(r"\d+(?:\.\d+)?", word))
 
 
+MIN_STEM_LETTERS = 3
+
+
+def _word_matches(word: str, fact_word: str) -> bool:
+    return word == fact_word or (len(fact_word) >= MIN_STEM_LETTERS and fact_word.isalpha()
+                                 and word.startswith(fact_word))
+
+
 def contains(haystack: str, needle: str) -> bool:
-    """Whether `needle`'s normalised words appear, in order and adjacent, in `haystack`'s."""
+    """Whether `needle`'s normalised words appear, in order and adjacent, in `haystack`'s (a fact
+    word may be the start of a longer word: see the module docstring)."""
     words, part = normalize(haystack), normalize(needle)
     if not part:
         return False
-    return any(words[i:i + len(part)] == part for i in range(len(words) - len(part) + 1))
+    return any(all(_word_matches(w, f) for w, f in zip(words[i:i + len(part)], part))
+               for i in range(len(words) - len(part) + 1))
 
 
 def is_correct(answer: str, key_facts: list[str]) -> bool:
-    """Correct when at least one key fact is in the answer (normalised, whole words)."""
+    """Correct when at least one key fact is in the answer (normalised, as `contains` matches)."""
     return any(contains(answer, fact) for fact in key_facts if fact)

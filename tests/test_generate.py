@@ -1,5 +1,6 @@
 """Generation from a saved checkpoint: batching, streaming, stop strings, long and empty prompts."""
 
+import json
 import shutil
 
 import pytest
@@ -49,6 +50,37 @@ def test_stream_matches_generate_and_stop_strings(checkpoint):
     streamed = "".join(gen.stream("The brake fluid", chat=False, settings=GenerationSettings(max_new_tokens=16,
                                                                                          stop=[stop_word])))
     assert streamed == stopped.completion
+
+
+def test_checkpoint_beam_width_is_the_default_except_for_streams_and_sampling(checkpoint, tmp_path):
+    """A checkpoint saved with output.num_beams answers by beam search, exactly as transformers' own
+    generate() does from the same folder; a stream (one sequence) and sampling fall back to one beam."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    beams = tmp_path / "beams"
+    shutil.copytree(checkpoint, beams)
+    config = json.loads((beams / "generation_config.json").read_text())
+    (beams / "generation_config.json").write_text(json.dumps({**config, "num_beams": 3, "early_stopping": True}))
+    settings = GenerationSettings(max_new_tokens=12)
+    searched = [c.completion for c in TextGenerator(str(beams), cache="off").generate(PROMPTS, settings=settings)]
+    greedy = [c.completion for c in TextGenerator(checkpoint, cache="off").generate(PROMPTS, settings=settings)]
+
+    model, tokenizer = AutoModelForCausalLM.from_pretrained(str(beams)), AutoTokenizer.from_pretrained(str(beams))
+    expected = []
+    for prompt in PROMPTS:
+        ids = tokenizer(prompt, return_tensors="pt", add_special_tokens=False)
+        with torch.inference_mode():
+            out = model.generate(**ids, max_new_tokens=12)  # the folder's own defaults: 3 beams
+        expected.append(tokenizer.decode(out[0, ids["input_ids"].shape[1]:], skip_special_tokens=True))
+    assert searched == expected
+    assert searched != greedy  # the beams really were searched
+    generator = TextGenerator(str(beams), cache="off")
+    assert "".join(generator.stream("The brake fluid", chat=False, settings=settings)) == \
+        TextGenerator(checkpoint, cache="off").generate(["The brake fluid"], settings=settings)[0].completion
+    sampled = GenerationSettings(max_new_tokens=12, temperature=1.0, seed=3)
+    assert generator.generate(["Oil"], settings=sampled)[0].completion == \
+        TextGenerator(checkpoint, cache="off").generate(["Oil"], settings=sampled)[0].completion
 
 
 def test_long_prompt_truncated_with_warning_and_empty_prompt_rejected(checkpoint):

@@ -16,7 +16,8 @@ EXPECTED_FILES = {"model.safetensors", "config.json", "generation_config.json", 
 
 
 def test_train_save_load_generate(tmp_path):
-    recipe = tiny_recipe(tmp_path, training={"max_steps": 30, "eval_steps": 10, "save_steps": 10})
+    recipe = tiny_recipe(tmp_path, training={"max_steps": 30, "eval_steps": 10, "save_steps": 10},
+                         output={"num_beams": 3})
     out = tmp_path / "run"
     done = run_cli("train", recipe, "--output-dir", out)
     assert done.returncode == 0, done.stderr[-3000:]
@@ -31,6 +32,7 @@ def test_train_save_load_generate(tmp_path):
     gen = json.loads((out / "generation_config.json").read_text())
     tok = json.loads((out / "tokenizer_config.json").read_text())
     assert gen["pad_token_id"] != gen["eos_token_id"] and tok["pad_token"] == "<|pad|>"
+    assert gen["num_beams"] == 3 and gen["early_stopping"] is True  # output.num_beams, for any generate()
     assert not list(out.glob("*.bin")) and not list(out.glob("*.pt"))  # safetensors only
 
     plain = run_plain_python(f"""

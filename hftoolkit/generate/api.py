@@ -171,7 +171,9 @@ class TextGenerator:
         def run():
             try:
                 with torch.inference_mode():
-                    gen.model.generate(**inputs, streamer=streamer, **gen._generate_kwargs(settings))
+                    # a streamer takes one sequence: no beam search, whatever the checkpoint asks for
+                    gen.model.generate(**inputs, streamer=streamer, **{**gen._generate_kwargs(settings),
+                                                                        "num_beams": 1})
             except BaseException as exc:  # surfaced in the caller's thread below
                 errors.append(exc)
                 streamer.end()

@@ -170,7 +170,7 @@ class Generator:
     def _generate_kwargs(self, settings: GenerationSettings) -> dict:
         kwargs = {"max_new_tokens": settings.max_new_tokens, "pad_token_id": self.tokenizer.pad_token_id}
         if settings.sampling:
-            kwargs.update(do_sample=True)
+            kwargs.update(do_sample=True, num_beams=1)  # otherwise: the checkpoint's num_beams (default 1)
             if settings.temperature:
                 kwargs["temperature"] = settings.temperature
         else:

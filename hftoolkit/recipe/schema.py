@@ -146,6 +146,9 @@ class OutputSection:
     push_to: Optional[str] = knob(None, "OWNER/NAME: push the finished checkpoint to this hub repository "
                                         "(endpoint: HF_ENDPOINT; token: HF_TOKEN or `hf auth login`)")
     push_private: bool = knob(False, "create the push_to repository private")
+    num_beams: int = knob(1, "beam search width written into the checkpoint's generation_config.json, so generate, "
+                             "eval and transformers' own generate() search that many beams by default (1: greedy; "
+                             "streamed chat answers are always greedy)")
     keep_training_state: bool = knob(True, "keep checkpoints/ (optimizer state for --resume, ~3x the model's size) "
                                            "once the run has finished; false skips the final one and removes "
                                            "the rest")

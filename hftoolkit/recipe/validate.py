@@ -17,6 +17,7 @@ POSITIVE = {
     "training.eval_steps": lambda r: r.training.eval_steps,
     "training.logging_steps": lambda r: r.training.logging_steps,
     "training.save_steps": lambda r: r.training.save_steps,
+    "output.num_beams": lambda r: r.output.num_beams,
 }
 
 

@@ -46,6 +46,13 @@ BAD_RECIPES = {
     "negative number": (lambda t: edit(t, lambda r: r["preprocess"].update(block_size=-5)),
                         "preprocess.block_size: -5 must be greater than 0"),
     "not a mapping": (lambda t: write(t, "- just\n- a list\n"), "must be a YAML mapping"),
+    "zero beams": (lambda t: edit(t, lambda r: r["output"].update(num_beams=0)),
+                   "output.num_beams: 0 must be greater than 0"),
+    "beams without a merged model": (
+        lambda t: edit(t, lambda r: (r["model"].update(from_scratch=None, name="smollm2-135m-instruct"),
+                                     r["training"].update(lora={"enabled": True, "save_merged": False}),
+                                     r["output"].update(num_beams=4))),
+        "set training.lora.save_merged: true or output.num_beams: 1"),
 }
 
 

@@ -45,6 +45,11 @@ def validate(recipe: Recipe) -> None:
         raise UserError("training.epochs must be > 0 (or set training.max_steps)")
     if recipe.training.lora.enabled and model.from_scratch:
         raise UserError("training.lora.enabled needs a pretrained model.name; a from-scratch model trains fully")
+    lora = recipe.training.lora
+    if recipe.output.num_beams > 1 and lora.enabled and not lora.save_merged:
+        raise UserError(f"output.num_beams: {recipe.output.num_beams} is saved in the merged model's "
+                        "generation_config.json, and training.lora.save_merged is false (adapter only); "
+                        "set training.lora.save_merged: true or output.num_beams: 1")
     if not recipe.data.train:
         raise UserError("data.train is empty; name a file, folder, glob or hub dataset id")
     check_retrieval(recipe)

@@ -76,6 +76,8 @@ def test_checkpoint_beam_width_is_the_default_except_for_streams_and_sampling(ch
     assert searched == expected
     assert searched != greedy  # the beams really were searched
     generator = TextGenerator(str(beams), cache="off")
+    one_beam = GenerationSettings(max_new_tokens=12, num_beams=1)  # what `generate --greedy` asks for
+    assert [c.completion for c in generator.generate(PROMPTS, settings=one_beam)] == greedy
     assert "".join(generator.stream("The brake fluid", chat=False, settings=settings)) == \
         TextGenerator(checkpoint, cache="off").generate(["The brake fluid"], settings=settings)[0].completion
     sampled = GenerationSettings(max_new_tokens=12, temperature=1.0, seed=3)

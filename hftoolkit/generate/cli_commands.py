@@ -47,7 +47,8 @@ def settings_from(args):
 
     return GenerationSettings(max_new_tokens=args.max_new_tokens, temperature=args.temperature, top_p=args.top_p,
                               top_k=args.sample_top_k, repetition_penalty=args.repetition_penalty, stop=args.stop or [],
-                              seed=args.seed, greedy=args.greedy)
+                              seed=args.seed, greedy=args.greedy,
+                              num_beams=1 if args.greedy else None)
 
 
 def cmd_generate(args) -> None:
@@ -168,7 +169,7 @@ def add_generation_options(parser) -> None:
     parser.add_argument("--stop", action="append", help="stop string (repeatable)")
     parser.add_argument("--seed", type=int, help="seed for sampling; makes sampled answers cacheable")
     parser.add_argument("--greedy", action="store_true", help="greedy decoding even when the checkpoint's "
-                        "generation_config asks to sample")
+                        "generation_config asks to sample or to search beams")
     parser.add_argument("--system", help="system message for chat mode (default: the one it was trained with)")
     parser.add_argument("--log", metavar="URI", help="record every request and answer in this database "
                         "(sqlite:///answers.db or postgresql://...) for `hftoolkit data rate`/`export-log`")

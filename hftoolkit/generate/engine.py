@@ -26,7 +26,8 @@ class GenerationSettings:
     repetition_penalty: float | None = None
     stop: list[str] = field(default_factory=list)
     seed: int | None = None
-    greedy: bool = False  # greedy even when the checkpoint's generation_config asks to sample (evaluation)
+    greedy: bool = False  # no sampling even when the checkpoint's generation_config asks to sample (evaluation)
+    num_beams: int | None = None  # None: the checkpoint's generation_config (output.num_beams; default 1)
 
     @property
     def sampling(self) -> bool:
@@ -175,6 +176,8 @@ class Generator:
                 kwargs["temperature"] = settings.temperature
         else:
             kwargs.update(do_sample=False, temperature=None, top_p=None, top_k=None)
+        if settings.num_beams is not None and not settings.sampling:
+            kwargs["num_beams"] = settings.num_beams
         for name in ("top_p", "top_k", "repetition_penalty"):
             if getattr(settings, name) is not None:
                 kwargs[name] = getattr(settings, name)

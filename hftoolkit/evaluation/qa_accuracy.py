@@ -45,7 +45,8 @@ def _totals(answers: list[dict]) -> dict:
 
 
 def qa_accuracy(generator, rows: list[dict], batch_size: int = 16, max_new_tokens: int = 48) -> dict:
-    """Greedy chat answers from a `TextGenerator` (retrieval as it is set up) to every question, scored."""
+    """Unsampled chat answers (greedy, or the checkpoint's beam search) from a `TextGenerator` (retrieval as it is
+    set up) to every question, scored."""
     settings = GenerationSettings(max_new_tokens=max_new_tokens, greedy=True)
     completions = generator.generate([row["question"] for row in rows], chat=True, settings=settings,
                                      batch_size=batch_size)

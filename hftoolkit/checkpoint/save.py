@@ -30,7 +30,7 @@ def save_checkpoint(out: Path, model, tokenizer, recipe: dict, metrics: dict, lo
         if lora["save_merged"]:
             model = model.merge_and_unload()
     if not lora["enabled"] or lora["save_merged"]:
-        set_generation_ids(model, tokenizer, recipe["output"].get("num_beams", 1))
+        set_generation_defaults(model, tokenizer, recipe["output"].get("num_beams", 1))
         model.save_pretrained(str(staging))
     tokenizer.save_pretrained(str(staging))
     (staging / "recipe.yaml").write_text(yaml.safe_dump(recipe, sort_keys=False))
@@ -53,7 +53,7 @@ def save_checkpoint(out: Path, model, tokenizer, recipe: dict, metrics: dict, lo
     staging.rmdir()
 
 
-def set_generation_ids(model, tokenizer, num_beams: int = 1) -> None:
+def set_generation_defaults(model, tokenizer, num_beams: int = 1) -> None:
     """generation_config carries the pad/eos ids training used, so generation stops where it learned to,
     and the recipe's beam width (`output.num_beams`), so any generate() searches that way by default."""
     gen = getattr(model, "generation_config", None)

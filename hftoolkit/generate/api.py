@@ -158,7 +158,11 @@ class TextGenerator:
         import torch
         from transformers import TextIteratorStreamer
 
-        settings = (settings or GenerationSettings()).with_checkpoint_defaults(self.suggested_sampling)
+        from dataclasses import replace
+
+        # a streamer takes one sequence: no beam search, whatever the checkpoint asks for
+        settings = replace((settings or GenerationSettings()).with_checkpoint_defaults(self.suggested_sampling),
+                           num_beams=1)
         started = time.perf_counter()
         gen = self.generator
         [(text, self.last_passages)] = self.prepare([prompt], chat, settings.max_new_tokens)
@@ -171,9 +175,7 @@ class TextGenerator:
         def run():
             try:
                 with torch.inference_mode():
-                    # a streamer takes one sequence: no beam search, whatever the checkpoint asks for
-                    gen.model.generate(**inputs, streamer=streamer, **{**gen._generate_kwargs(settings),
-                                                                        "num_beams": 1})
+                    gen.model.generate(**inputs, streamer=streamer, **gen._generate_kwargs(settings))
             except BaseException as exc:  # surfaced in the caller's thread below
                 errors.append(exc)
                 streamer.end()

@@ -166,6 +166,19 @@ def test_raft_examples_render_passages_and_mask_all_but_the_answer(tiny_chat_mod
         lines = row["passages"].split("\n")
         assert [line[:4] for line in lines] == ["[1] ", "[2] ", "[3] "]
         assert all(line.count(". ") == 0 for line in lines)  # one sentence each
+    copied = load_recipe(str(recipe_file(tmp_path, tiny_chat_model, qa_file, brakes_tyres_index)),
+                         ["data.retrieval.sentences=3", "data.retrieval.counterfactual_percent=100"])
+    with_copies, stats = add_passages(rows, retriever, tokenizer, copied, training=True)
+    assert len(with_copies) == len(rows) + stats["counterfactual_copies"] and stats["counterfactual_copies"] >= 4
+    assert list(with_copies)[:len(rows)] == list(shown_sentences)  # the originals, unchanged
+    originals = {row["question"]: row for row in shown_sentences}
+    for copy in list(with_copies)[len(rows):]:
+        original = originals[copy["question"]]
+        assert copy["answer"] != original["answer"] and copy["passages"] != original["passages"]
+        assert not any(contains(copy["answer"], fact) for fact in original["key_facts"])  # the value changed...
+        new_words = set(copy["answer"].lower().split()) - set(original["answer"].lower().split())
+        assert new_words and all(word.strip(".,") in copy["passages"].lower() for word in new_words)  # ...in both
+
     validation, _ = add_passages(rows, retriever, tokenizer, sentences, training=False)
     best = retriever.search(QA_ROWS[0]["question"], 2, sentences=3)
     assert validation[0]["passages"] == "\n".join(f"[{i}] {' '.join(h.text.split())}" for i, h in enumerate(best, 1))
@@ -189,6 +202,28 @@ def test_sentence_context_keeps_retrieval_order_and_adds_the_answer_when_missed(
     assert choose_sentences(ranked, ["two years"], 4, True, rng, None) == [ranked[i] for i in (0, 1, 2, 4)]
     assert choose_sentences(ranked, [], 2, False, rng, None) == ranked[:2]
 
+
+def test_counterfactual_copy_changes_the_value_alike_in_answer_and_passages():
+    import random
+
+    from hftoolkit.data.retrieval_examples import NUMBER, counterfactual
+
+    rng = random.Random(0)
+    passages = "[1] A diesel runs between 15:1 and 20:1.\n[2] A petrol engine runs 10:1 to 12:1 on 95 RON."
+    answer, shown = counterfactual("Between 15:1 and 20:1.", passages, ["15:1"], [], rng)
+    new = [n for n in NUMBER.findall(answer) if n != "1"]
+    assert len(new) == 2 and not {"15", "20"} & set(new)  # both values changed...
+    assert f"between {new[0]}:1 and {new[1]}:1." in shown  # ...alike in the passages
+    assert not {"10", "12", "95"} & set(new)  # never to a value the passages already state
+    assert "10:1 to 12:1 on 95 RON" in shown and "15:1" not in shown  # the rest is untouched
+    assert NUMBER.findall("about 5,000 miles, 14.7:1, 2319") == ["5,000", "14.7", "1", "2319"]
+
+    answer, shown = counterfactual("The brake servo multiplies it.", "[1] The force is multiplied by the brake "
+                                   "servo. Servos use vacuum.", ["servo"], ["caliper", "servo"], rng)
+    assert answer == "The brake caliper multiplies it."  # a term no text holds; a stem's word swapped whole
+    assert shown == "[1] The force is multiplied by the brake caliper. Caliper use vacuum."
+    assert counterfactual("Every two years.", "[1] Pads wear.", ["two years"], ["caliper"], rng) is None
+    assert counterfactual("About 48 volts.", "[1] It uses 12 volts.", ["48"], ["caliper"], rng) is None
 
 def test_training_records_the_index_and_generate_uses_it(tiny_chat_model, brakes_tyres_index, qa_file, tmp_path):
     index = tmp_path / "index"
@@ -277,7 +312,9 @@ def test_bad_retrieval_settings_are_one_line(tiny_chat_model, brakes_tyres_index
                               ("data.retrieval.context_tokens=400", "below preprocess.block_size"),
                               ("data.format=text", "data.retrieval works with data.format: qa"),
                               ("training.best_metric=answer_accuracy", "needs training.answer_accuracy"),
-                              ("data.retrieval.sentences=-1", "data.retrieval.sentences: -1 must be 0")]:
+                              ("data.retrieval.sentences=-1", "data.retrieval.sentences: -1 must be 0"),
+                              ("data.retrieval.counterfactual_percent=150",
+                               "data.retrieval.counterfactual_percent: 150.0 must be 0 to 100")]:
         done = run_cli("train", recipe, override)
         assert done.returncode == 2 and message in done.stderr, (override, done.stderr[-800:])
         assert len(done.stderr.strip().splitlines()) == 1

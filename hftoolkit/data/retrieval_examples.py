@@ -6,13 +6,17 @@ passage that holds the answer among retrieved distractors, in shuffled order;
 answer from what the weights learned. Validation questions see exactly what
 generation would retrieve (the top_k passages, best first). A passage "holds
 the answer" when it states one of the row's key facts (or, without key_facts,
-is the best hit). Each example is fitted to `preprocess.block_size` with the
+is the best hit). With `counterfactual_percent`, pairs whose answer restates
+a value of their passages are also taught as a copy with that value changed
+alike in both (Longpre et al. 2021), so the model learns to copy from the
+passages instead of recalling what it memorised. Each example is fitted to `preprocess.block_size` with the
 same budget rule generation uses, so nothing is cut off at training time.
 """
 
 from __future__ import annotations
 
 import random
+import re
 
 from hftoolkit.evaluation.answer_match import contains
 from hftoolkit.retrieval.context import augment, format_passages
@@ -68,6 +72,66 @@ def _oracle_sentence(retriever, everything: list[Hit], facts: list[str]) -> Hit 
     return None
 
 
+NUMBER = re.compile(r"(?<![\d.,])\d+(?:[.,]\d+)*(?!\d)")  # 48, 14.7, 5,000; not a piece of one
+
+
+def counterfactual(answer: str, passages: str, facts: list[str], terms: list[str], rng: random.Random
+                   ) -> tuple[str, str] | None:
+    """(answer, passages) with the answer's value changed alike in both, or None when the passages do not
+    state a value of the answer. A number gets another leading digit (5,000 -> 7,000) that neither text
+    holds; otherwise a key-fact term becomes one of `terms` (other pairs' key facts) that neither holds."""
+    numbers = set(NUMBER.findall(passages))
+    present = numbers | set(NUMBER.findall(answer))
+    mapping: dict[str, str] = {}
+    for value in dict.fromkeys(NUMBER.findall(answer)):
+        if value in numbers and value not in ("0", "1"):  # 1 and 0 occur everywhere ("15:1", "Type 1")
+            options = [digit + value[1:] for digit in "123456789"
+                       if digit != value[0] and digit + value[1:] not in present | set(mapping.values())]
+            if options:
+                mapping[value] = rng.choice(options)
+    if mapping:
+        swap = lambda text: NUMBER.sub(lambda m: mapping.get(m.group(0), m.group(0)), text)  # noqa: E731
+        return swap(answer), swap(passages)
+    for fact in facts:
+        if NUMBER.search(fact):
+            continue
+        pattern = re.compile(rf"\b{re.escape(fact)}\w*", re.IGNORECASE)  # a fact may be a stem: "lubricat"
+        if pattern.search(answer) and pattern.search(passages):
+            options = [t for t in terms if t.lower() not in answer.lower() and t.lower() not in passages.lower()]
+            if options:
+                new = rng.choice(options)
+                keep_case = lambda m: new[:1].upper() + new[1:] if m.group(0)[:1].isupper() else new  # noqa: E731
+                return pattern.sub(keep_case, answer), pattern.sub(keep_case, passages)
+    return None
+
+
+def key_fact_terms(split, answer_column: str) -> list[str]:
+    """The words each training answer states its (non-numeric) key facts in: what counterfactual copies
+    swap in."""
+    terms = []
+    for answer, facts in zip(split[answer_column], split["key_facts"]):
+        for fact in facts or []:
+            found = re.search(rf"\b{re.escape(fact)}\w*", str(answer), re.IGNORECASE)
+            if found and not NUMBER.search(fact):
+                terms.append(found.group(0).lower())
+    return sorted(set(terms))
+
+
+def counterfactual_copies(split, blocks: list[str], recipe) -> list[dict]:
+    """Extra training rows: for `counterfactual_percent` of the pairs, the pair with its value changed."""
+    data = recipe.data
+    if not data.retrieval.counterfactual_percent or "key_facts" not in split.column_names:
+        return []
+    terms, copies = key_fact_terms(split, data.answer_column), []
+    for number, (row, block) in enumerate(zip(split, blocks)):
+        rng = random.Random(f"counterfactual:{recipe.training.seed}:{number}")
+        if rng.random() * 100 < data.retrieval.counterfactual_percent:
+            changed = counterfactual(str(row[data.answer_column]), block, row["key_facts"] or [], terms, rng)
+            if changed:
+                copies.append({**row, data.answer_column: changed[0], PASSAGES_COLUMN: changed[1]})
+    return copies
+
+
 def add_passages(split, retriever, tokenizer, recipe, training: bool):
     """`split` with a `passages` column (the formatted block put before each question) and stats."""
     from hftoolkit.data.chat_format import to_messages
@@ -102,7 +166,14 @@ def add_passages(split, retriever, tokenizer, recipe, training: bool):
         blocks.append(format_passages([h.text for h in used]))
         with_answer += any(contains(h.text, f) for h in used for f in facts) if facts else bool(used)
     stats = {"questions": len(blocks), "passages_hold_a_key_fact": round(with_answer / max(1, len(blocks)), 3)}
-    return split.add_column(PASSAGES_COLUMN, blocks), stats
+    copies = counterfactual_copies(split, blocks, recipe) if training else []
+    split = split.add_column(PASSAGES_COLUMN, blocks)
+    if copies:
+        from datasets import Dataset, concatenate_datasets
+
+        split = concatenate_datasets([split, Dataset.from_list(copies, features=split.features)])
+        stats["counterfactual_copies"] = len(copies)
+    return split, stats
 
 
 def attach_passages(loaded, recipe, tokenizer, log=print):
@@ -121,6 +192,8 @@ def attach_passages(loaded, recipe, tokenizer, log=print):
     validation, validation_stats = add_passages(loaded.validation, retriever, tokenizer, recipe, training=False)
     log(f"retrieval: index {settings.index} ({retriever.store.count()} chunks); key fact in the passages of "
         f"{train_stats['passages_hold_a_key_fact']:.0%} of training and "
-        f"{validation_stats['passages_hold_a_key_fact']:.0%} of validation questions")
+        f"{validation_stats['passages_hold_a_key_fact']:.0%} of validation questions"
+        + (f"; {train_stats['counterfactual_copies']} counterfactual copies" if "counterfactual_copies" in train_stats
+           else ""))
     return replace(loaded, train=train, validation=validation,
                    content_hash=f"{loaded.content_hash}-index:{retriever.fingerprint}"), retriever

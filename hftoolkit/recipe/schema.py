@@ -62,6 +62,10 @@ class Retrieval:
                              "question, into each prompt (training and generation); 0: whole chunks")
     distractor_percent: float = knob(20.0, "percent of training questions shown only passages that lack the "
                                            "answer (RAFT), so the model also learns the facts themselves")
+    counterfactual_percent: float = knob(0.0, "percent of training pairs also taught as a copy with the answer's "
+                                               "value changed alike in answer and passages (another number, or "
+                                               "another pair's key-fact term), so the model copies from the "
+                                               "passages instead of recalling; each copy is one more example")
 
 
 @dataclass

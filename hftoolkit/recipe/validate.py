@@ -108,8 +108,9 @@ def check_retrieval(recipe: Recipe) -> None:
             raise UserError(f"data.retrieval.{field}: {getattr(retrieval, field)} must be greater than 0")
     if retrieval.sentences < 0:
         raise UserError(f"data.retrieval.sentences: {retrieval.sentences} must be 0 (whole chunks) or more")
-    if not 0 <= retrieval.distractor_percent <= 100:
-        raise UserError(f"data.retrieval.distractor_percent: {retrieval.distractor_percent} must be 0 to 100")
+    for field in ("distractor_percent", "counterfactual_percent"):
+        if not 0 <= getattr(retrieval, field) <= 100:
+            raise UserError(f"data.retrieval.{field}: {getattr(retrieval, field)} must be 0 to 100")
     if retrieval.context_tokens >= recipe.preprocess.block_size:
         raise UserError(f"data.retrieval.context_tokens ({retrieval.context_tokens}) must be below "
                         f"preprocess.block_size ({recipe.preprocess.block_size}), which must also hold the "

@@ -9,8 +9,9 @@ the answer" when it states one of the row's key facts (or, without key_facts,
 is the best hit). With `counterfactual_percent`, pairs whose answer restates
 a value of their passages are also taught as a copy with that value changed
 alike in both (Longpre et al. 2021), so the model learns to copy from the
-passages instead of recalling what it memorised. Each example is fitted to `preprocess.block_size` with the
-same budget rule generation uses, so nothing is cut off at training time.
+passages instead of recalling what it memorised. Each example is fitted to
+`preprocess.block_size` with the same budget rule generation uses, so nothing
+is cut off at training time.
 """
 
 from __future__ import annotations
@@ -75,6 +76,11 @@ def _oracle_sentence(retriever, everything: list[Hit], facts: list[str]) -> Hit 
 NUMBER = re.compile(r"(?<![\d.,])\d+(?:[.,]\d+)*(?!\d)")  # 48, 14.7, 5,000; not a piece of one
 
 
+def _term_pattern(fact: str) -> re.Pattern:
+    """Where a text states a word fact, to its word's end: a fact may be a stem ("lubricat")."""
+    return re.compile(rf"\b{re.escape(fact)}\w*", re.IGNORECASE)
+
+
 def counterfactual(answer: str, passages: str, facts: list[str], terms: list[str], rng: random.Random
                    ) -> tuple[str, str] | None:
     """(answer, passages) with the answer's value changed alike in both, or None when the passages do not
@@ -95,7 +101,7 @@ def counterfactual(answer: str, passages: str, facts: list[str], terms: list[str
     for fact in facts:
         if NUMBER.search(fact):
             continue
-        pattern = re.compile(rf"\b{re.escape(fact)}\w*", re.IGNORECASE)  # a fact may be a stem: "lubricat"
+        pattern = _term_pattern(fact)
         if pattern.search(answer) and pattern.search(passages):
             options = [t for t in terms if t.lower() not in answer.lower() and t.lower() not in passages.lower()]
             if options:
@@ -111,7 +117,7 @@ def key_fact_terms(split, answer_column: str) -> list[str]:
     terms = []
     for answer, facts in zip(split[answer_column], split["key_facts"]):
         for fact in facts or []:
-            found = re.search(rf"\b{re.escape(fact)}\w*", str(answer), re.IGNORECASE)
+            found = _term_pattern(fact).search(str(answer))
             if found and not NUMBER.search(fact):
                 terms.append(found.group(0).lower())
     return sorted(set(terms))

@@ -9,13 +9,14 @@ def markdown(result: dict) -> str:
              f"2048² matmul fp32 {info['matmul_gflops']['float32']} GFLOP/s, bf16 {info['matmul_gflops']['bfloat16']} "
              f"GFLOP/s; {info['case']}.", ""]
     if "training" in result:
-        lines += ["| training case | variant | precision | real tokens/s | vs baseline | steady tokens/s | vs baseline "
+        lines += ["| training case | variant | precision, malloc | real tokens/s | vs baseline | steady tokens/s | vs baseline "
                   "| MFU (steady) | padding | peak RSS | disk written | eval loss (vs baseline) "
                   "| run_clm-style eval loss (vs baseline) |",
                   "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
         for r in result["training"]:
             lines.append(
-                f"| {r['case']} | {r['variant']} | {r['precision']} | {r['tokens_per_second']:.0f} "
+                f"| {r['case']} | {r['variant']} | {r['precision']}, {r.get('allocator', 'libc')} "
+                f"| {r['tokens_per_second']:.0f} "
                 f"| {r['speedup']:.2f}x "
                 f"| {r['steady_tokens_per_second']:.0f} | {r['steady_speedup']:.2f}x | {r['mfu_percent']:.0f}% "
                 f"({r['steady_mfu_percent']:.0f}%) | {r['padding_percent']:.0f}% | {r['peak_rss_mb']:.0f} MB "

@@ -15,6 +15,8 @@ import sys
 import time
 from pathlib import Path
 
+from hftoolkit.allocator import loaded_tcmalloc
+
 CASES = {  # name: (recipe, data kind, what it shows, overrides of the bundled recipe)
     "smollm2_full_text": ("cars_lm", "text", "SmolLM2-135M full fine-tune on the car corpus text", []),
     "smollm2_lora_text": ("cars_lm", "text", "SmolLM2-135M LoRA on the car corpus text",
@@ -211,7 +213,8 @@ def main() -> None:
         "train_seconds": round(train_seconds, 2), "tokens_per_second": round(meter.tokens() / train_seconds, 2),
         "steady_tokens_per_second": round(meter.steady_rate(), 2), "sequence": recipe.preprocess.block_size,
         "wall_seconds": round(wall, 1), "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024),
-        "disk_written_mb": round(disk / 2 ** 20, 1), **losses, **shape}))
+        "disk_written_mb": round(disk / 2 ** 20, 1), "allocator": "tcmalloc" if loaded_tcmalloc() else "libc",
+        **losses, **shape}))
 
 
 if __name__ == "__main__":

@@ -15,6 +15,7 @@ from pathlib import Path
 
 from benchmarks.machine import flops_per_token
 from benchmarks.train_one import CASES
+from hftoolkit.allocator import preload_env
 
 STEPS = {"smollm2_full_text": 6, "smollm2_lora_text": 6, "smollm2_lora_qa": 5, "smollm2_full_qa": 5,
          "gpt_scratch_text": 20}
@@ -25,8 +26,11 @@ def run_one(case: str, variant: str, steps: int, work: Path, reference: Path | N
     command = [sys.executable, "-m", "benchmarks.train_one", case, variant, str(out), str(steps)]
     if reference is not None:
         command.append(str(reference))
+    # hftoolkit's variant runs as the `hftoolkit` command does, under tcmalloc where it is installed; the
+    # baseline keeps the C library's malloc, as a script of one's own would
+    env = preload_env() if variant == "hftoolkit" else None
     with open(work / f"{case}-{variant}.log", "a") as log:
-        done = subprocess.run(command, stdout=subprocess.PIPE, stderr=log, text=True,
+        done = subprocess.run(command, stdout=subprocess.PIPE, stderr=log, text=True, env=env,
                               cwd=Path(__file__).resolve().parent.parent)
     if done.returncode != 0:
         raise RuntimeError(f"{case}/{variant} failed: see {work / f'{case}-{variant}.log'}")
@@ -64,7 +68,8 @@ def summarise(runs: list[dict], ceilings: dict) -> list[dict]:
         per_token = flops_per_token(first["parameters"], first["layers"], first["hidden"], first["sequence"],
                                     first["trainable"])
         ceiling = ceilings["bfloat16" if first["precision"] == "bf16" else "float32"]
-        row = {"case": first["case"], "variant": variant, "precision": first["precision"], "rounds": len(mine),
+        row = {"case": first["case"], "variant": variant, "precision": first["precision"],
+               "allocator": first.get("allocator", "libc"), "rounds": len(mine),
                "flops_per_token": per_token}
         for key in ("tokens_per_second", "steady_tokens_per_second", "real_tokens", "padding_percent",
                     "peak_rss_mb", "disk_written_mb", "eval_loss", "eval_loss_run_clm", "wall_seconds",

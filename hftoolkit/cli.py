@@ -338,6 +338,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    if argv is None:  # the real command, not a call from Python: restart once under tcmalloc if it is there
+        from hftoolkit.allocator import restart_with_tcmalloc
+
+        restart_with_tcmalloc()
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")  # we tokenize in one process; silence fork warnings
     parser = build_parser()
     args, extra = parser.parse_known_args(argv)

@@ -151,6 +151,12 @@ def build_trainer(recipe: Recipe, model, tokenizer, blocks, out: Path, labels: l
 
     precision, why = resolve_precision(recipe.training.precision)
     log(f"precision: {precision} ({why})")
+    import torch
+
+    if not torch.cuda.is_available():
+        from hftoolkit.allocator import describe
+
+        log(f"memory allocator: {describe()}")
     metrics = compute_metrics_for(recipe, labels)
     variable = recipe.model.task == "classification" or recipe.data.format != "text"
     args = training_arguments(recipe.training, out, precision, variable_length=variable,

@@ -8,6 +8,7 @@ eval losses compare after equal real tokens; QA runs take equal steps of equal e
 from __future__ import annotations
 
 import json
+import os
 import statistics
 import subprocess
 import sys
@@ -28,7 +29,8 @@ def run_one(case: str, variant: str, steps: int, work: Path, reference: Path | N
         command.append(str(reference))
     # hftoolkit's variant runs as the `hftoolkit` command does, under tcmalloc where it is installed; the
     # baseline keeps the C library's malloc, as a script of one's own would
-    env = preload_env() if variant == "hftoolkit" else None
+    plain = {k: v for k, v in os.environ.items() if k != "LD_PRELOAD"}  # also when this process runs under it
+    env = (preload_env(plain) or plain) if variant == "hftoolkit" else plain
     with open(work / f"{case}-{variant}.log", "a") as log:
         done = subprocess.run(command, stdout=subprocess.PIPE, stderr=log, text=True, env=env,
                               cwd=Path(__file__).resolve().parent.parent)

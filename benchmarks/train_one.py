@@ -158,13 +158,18 @@ def evaluate_model(model, tokenizer, recipe, kind: str) -> dict:
         texts = [p for p in heldout.read_text().split("\n\n") if p.strip()]
         packed = text_perplexity(model, tokenizer, texts, block_size=recipe.preprocess.block_size)["loss"]
         blocks = text_dataset([str(heldout)], tokenizer, recipe.preprocess.block_size)["input_ids"]
-        total = count = 0
+        separator = whitespace_only_tokens(tokenizer)
+        total = count = words_total = words_count = 0
         with torch.inference_mode():
             for start in range(0, len(blocks), 8):
                 ids = torch.tensor(blocks[start:start + 8])
-                total += float(model(input_ids=ids, labels=ids).loss) * ids[:, 1:].numel()
-                count += ids[:, 1:].numel()
-        return {"eval_loss": packed, "eval_loss_run_clm": total / count}
+                logits = model(input_ids=ids).logits[:, :-1].float()
+                targets = ids[:, 1:]
+                losses = torch.nn.functional.cross_entropy(logits.transpose(1, 2), targets, reduction="none")
+                words = ~torch.isin(targets, separator)
+                total, count = total + float(losses.sum()), count + targets.numel()
+                words_total, words_count = words_total + float(losses[words].sum()), words_count + int(words.sum())
+        return {"eval_loss": packed, "eval_loss_run_clm": total / count, "eval_loss_run_clm_words": words_total / words_count}
     from datasets import Dataset
 
     from hftoolkit.data.chat_format import encode_chat_dataset
@@ -180,6 +185,16 @@ def evaluate_model(model, tokenizer, recipe, kind: str) -> dict:
             total += float(torch.nn.functional.cross_entropy(logits, targets, ignore_index=-100, reduction="sum"))
             count += int((targets != -100).sum())
     return {"eval_loss": total / count}
+
+
+def whitespace_only_tokens(tokenizer):
+    """Ids of the tokens that decode to whitespace alone: in run_clm's blocks they are the line breaks
+    between paragraphs, where a model trained on separate documents learned an end-of-text token instead."""
+    import torch
+
+    ids = [i for i in range(len(tokenizer)) if not tokenizer.decode([i]).strip()
+           and i not in tokenizer.all_special_ids]
+    return torch.tensor(ids, dtype=torch.long)
 
 
 def model_shape(model) -> dict:

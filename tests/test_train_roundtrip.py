@@ -22,6 +22,11 @@ def test_train_save_load_generate(tmp_path):
     done = run_cli("train", recipe, "--output-dir", out)
     assert done.returncode == 0, done.stderr[-3000:]
     assert {p.name for p in out.iterdir()} == EXPECTED_FILES
+    # GPT-2's dropout layers (embedding; the block's attention, residual and MLP ones) and its GELU, cheaper on a
+    # CPU while training
+    assert "CPU kernels: 4 dropout layers with a cheaper mask, 1 tanh GELUs fused, attention dropout with the " \
+           "same mask" in done.stdout + done.stderr
+    assert "hftoolkit_cpu_train" not in (out / "config.json").read_text()
     # every TensorBoard event of the run, the final evaluation's too, in one file in logs/
     assert [p.parent.name for p in out.rglob("events.out.tfevents.*")] == ["logs"]
     metrics = json.loads((out / "metrics.json").read_text())

@@ -81,6 +81,9 @@ def train(recipe: Recipe, resume: bool = False, overwrite: bool = False, log=pri
                               f"{last_trainer_checkpoint(out)} is saved: run the same command with --resume to "
                               "continue", safe.stop_signal)
     final_eval = trainer.evaluate()
+    from hftoolkit.train.cpu_kernels import restore
+
+    restore(trainer.model)
     for callback in trainer.callback_handler.callbacks:
         if hasattr(callback, "tb_writer") and hasattr(callback, "close"):
             callback.close()
@@ -157,6 +160,11 @@ def build_trainer(recipe: Recipe, model, tokenizer, blocks, out: Path, labels: l
         from hftoolkit.allocator import describe
 
         log(f"memory allocator: {describe()}")
+        from hftoolkit.train.cpu_kernels import use_cpu_kernels
+
+        swapped = use_cpu_kernels(model)
+        if swapped:
+            log("CPU kernels: " + ", ".join(swapped))
     metrics = compute_metrics_for(recipe, labels)
     variable = recipe.model.task == "classification" or recipe.data.format != "text"
     args = training_arguments(recipe.training, out, precision, variable_length=variable,

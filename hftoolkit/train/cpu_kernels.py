@@ -1,0 +1,119 @@
+"""Cheaper CPU versions of three pieces of a training step, with the same maths.
+
+Profiled on the from-scratch GPT-2 (4 x 192, batch 16 x 128, bf16 on a CPU with AMX), dropout's
+`bernoulli_` was a quarter of the step: PyTorch's CPU kernel draws one random number per element.
+Here a keep-mask takes 15 bits per element from 64-bit draws (4 elements per draw), so each
+element is still dropped independently with probability p (rounded to a multiple of 1/32768) and
+the kept ones are scaled by 1/(1 - p). On the same step:
+
+- `nn.Dropout` layers (residual, embedding, classifier, LoRA's) become `CheapMaskDropout`;
+- attention dropout, which sdpa on a CPU runs through its slow math path, runs in `attention` below
+  (softmax(QK^T) products, the same cheap mask); without dropout (evaluation) it calls sdpa as before;
+- GPT-2's `gelu_new`, written in Python as five element-wise ops, becomes transformers' fused
+  `GELUTanh`: the same tanh formula (equal up to rounding).
+
+Only the modules in memory change: config.json, the weights and what `from_pretrained` loads are
+untouched, and `restore` puts the attention implementation back once training ends.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+NAME = "hftoolkit_cpu_train"  # the attention implementation registered with transformers
+_BITS = 32768  # 15-bit uniform draws
+
+
+def keep_mask(shape: torch.Size, p: float, dtype: torch.dtype) -> torch.Tensor:
+    """A (shape) tensor of 0 and 1/(1-p): each element kept with probability 1 - p."""
+    count = shape.numel()
+    threshold = round(p * _BITS)
+    draws = torch.empty((count + 3) // 4, dtype=torch.int64).random_()  # 63 random bits each
+    lanes = draws.bitwise_and_(0x7FFF7FFF7FFF7FFF).view(torch.int16)[:count]  # 4 lanes of 15 bits
+    return (lanes >= threshold).view(shape).to(dtype).mul_(_BITS / (_BITS - threshold))
+
+
+def cheap_dropout(x: torch.Tensor, p: float) -> torch.Tensor:
+    if p <= 0 or p >= 1 or x.device.type != "cpu" or round(p * _BITS) == 0:
+        return nn.functional.dropout(x, p, training=True)
+    return x * keep_mask(x.shape, p, x.dtype)
+
+
+class CheapMaskDropout(nn.Dropout):
+    """`nn.Dropout` whose training-time mask costs a quarter of a random draw per element."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return cheap_dropout(x, self.p) if self.training else x
+
+
+def attention(module, query, key, value, attention_mask, dropout: float = 0.0, scaling=None, **kwargs):
+    """Attention for transformers' AttentionInterface: sdpa, except while training with dropout on a CPU.
+
+    query: (batch, heads, q, head_dim); key, value: (batch, kv_heads, k, head_dim); attention_mask: the
+    float mask of eager attention (0 or -inf), (batch, 1, q, k), or None."""
+    from transformers.integrations.sdpa_attention import repeat_kv, sdpa_attention_forward
+
+    if not (module.training and dropout > 0 and query.device.type == "cpu"):
+        return sdpa_attention_forward(module, query, key, value, attention_mask, dropout=dropout,
+                                      scaling=scaling, **kwargs)
+    groups = query.shape[1] // key.shape[1]
+    key, value = repeat_kv(key, groups), repeat_kv(value, groups)
+    scaling = query.shape[-1] ** -0.5 if scaling is None else scaling
+    weights = torch.matmul(query, key.transpose(-1, -2)) * scaling  # (batch, heads, q, k)
+    if attention_mask is not None:
+        weights = weights + attention_mask[:, :, :, :key.shape[-2]]
+    elif kwargs.get("is_causal", getattr(module, "is_causal", False)) and query.shape[-2] > 1:
+        q_len, k_len = query.shape[-2], key.shape[-2]
+        future = torch.ones(q_len, k_len, dtype=torch.bool, device=query.device).triu(k_len - q_len + 1)
+        weights = weights.masked_fill(future, float("-inf"))
+    weights = torch.softmax(weights, dim=-1, dtype=torch.float32).to(value.dtype)
+    weights = cheap_dropout(weights, dropout)
+    return torch.matmul(weights, value).transpose(1, 2).contiguous(), weights
+
+
+def attention_dropout_of(config) -> float:
+    """The attention-probability dropout a transformers config sets (GPT-2, BERT and Llama spell it apart)."""
+    names = ("attn_pdrop", "attention_probs_dropout_prob", "attention_dropout")
+    return max(float(getattr(config, name, 0.0) or 0.0) for name in names)
+
+
+def _register() -> None:
+    from transformers import AttentionInterface
+    from transformers.masking_utils import AttentionMaskInterface, eager_mask
+
+    AttentionInterface.register(NAME, attention)
+    AttentionMaskInterface.register(NAME, eager_mask)
+
+
+def use_cpu_kernels(model) -> list[str]:
+    """Swap in the cheaper pieces above, in place; returns what changed, for the training log."""
+    from transformers.activations import GELUTanh, NewGELUActivation
+
+    dropouts = gelus = 0
+    for parent in list(model.modules()):
+        for name, child in list(parent.named_children()):
+            if type(child) is nn.Dropout and child.p > 0:
+                setattr(parent, name, CheapMaskDropout(child.p).train(child.training))
+                dropouts += 1
+            elif type(child) is NewGELUActivation:
+                setattr(parent, name, GELUTanh().train(child.training))
+                gelus += 1
+    changed = [f"{dropouts} dropout layers with a cheaper mask"] if dropouts else []
+    if gelus:
+        changed.append(f"{gelus} tanh GELUs fused")
+    config = getattr(model, "config", None)
+    if config is not None and attention_dropout_of(config) > 0 and config._attn_implementation in ("sdpa", "eager"):
+        _register()
+        model._hftoolkit_attention_before = config._attn_implementation
+        config._attn_implementation = NAME
+        changed.append("attention dropout with the same mask")
+    return changed
+
+
+def restore(model) -> None:
+    """The attention implementation the model had before `use_cpu_kernels` (the other swaps are harmless)."""
+    before = getattr(model, "_hftoolkit_attention_before", None)
+    if before is not None:
+        model.config._attn_implementation = before
+        del model._hftoolkit_attention_before

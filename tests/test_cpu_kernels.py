@@ -119,3 +119,26 @@ def test_saved_checkpoint_knows_nothing_of_the_swaps(tmp_path):
     loaded = AutoModelForCausalLM.from_pretrained(tmp_path)
     assert type(loaded.transformer.h[0].mlp.act).__name__ == "NewGELUActivation"
     assert type(loaded.transformer.drop) is torch.nn.Dropout
+
+
+def test_lora_layers_skip_the_fp32_round_trip_with_the_same_result_under_autocast():
+    from peft import LoraConfig, get_peft_model
+
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    torch.manual_seed(0)  # a Llama: nothing else to swap, so any difference would be the casting's
+    config = AutoConfig.for_model("llama", vocab_size=1024, hidden_size=32, intermediate_size=64,
+                                  num_hidden_layers=2, num_attention_heads=2, num_key_value_heads=1)
+    base = AutoModelForCausalLM.from_config(config, attn_implementation="sdpa").eval()
+    model = get_peft_model(base, LoraConfig(r=4, lora_alpha=8, lora_dropout=0.0, target_modules="all-linear",
+                                            init_lora_weights=False))
+    ids = torch.randint(0, 1024, (2, 16))
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+        before = model(input_ids=ids).logits
+    changed = cpu_kernels.use_cpu_kernels(model)
+    assert changed == ["14 LoRA layers without the input's round trip to fp32"]  # 2 layers x q k v o gate up down
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+        after = model(input_ids=ids).logits
+    assert torch.equal(before, after)  # bit for bit: autocast casts to bf16 for the matmul either way
+    cpu_kernels.restore(model)
+    assert all(m.cast_input_dtype_enabled for m in model.modules() if hasattr(m, "cast_input_dtype_enabled"))

@@ -69,3 +69,26 @@ def test_the_check_catches_a_model_that_mixes_documents():
             return model(input_ids=input_ids, attention_mask=torch.ones_like(input_ids))
 
     assert not documents_kept_apart(IgnoresPositions(), batch)
+
+
+
+def test_the_check_sees_through_accelerates_bf16_autocast():
+    # bf16 training wraps the model's forward in accelerate's autocast; the check must still compare in fp32,
+    # or bf16 rounding alone reads as a leak and every bf16 run trains with the plain mask (it did, at the size
+    # of the bundled from-scratch GPT below, before the check unwrapped the forward)
+    from accelerate import Accelerator
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    torch.manual_seed(0)
+    config = AutoConfig.for_model("gpt2", vocab_size=2048, n_embd=192, n_layer=4, n_head=4, n_positions=128)
+    model = AutoModelForCausalLM.from_config(config, attn_implementation="sdpa")
+    model = Accelerator(mixed_precision="bf16", cpu=True).prepare(model).eval()
+    generator = torch.Generator().manual_seed(1)
+    docs = [torch.randint(0, 2048, (n,), generator=generator).tolist() for n in (60, 70, 50)]
+    blocks = pack_blocks({"input_ids": docs}, block_size=128, pad_id=0)
+    batch = {k: torch.tensor(v) for k, v in blocks.items() if k != "labels"}
+    with torch.no_grad():
+        wrapped = model(input_ids=batch["input_ids"]).logits.float()
+        plain = model._original_forward(input_ids=batch["input_ids"]).logits
+    assert (wrapped - plain).abs().max() > 1e-3  # the forward the Trainer calls does compute in bf16
+    assert documents_kept_apart(model, batch)

@@ -75,3 +75,30 @@ def test_eval_loss_is_the_mean_over_labelled_tokens(tmp_path):
     assert reported == pytest.approx([total / tokens] * 2, rel=1e-5)
     mean_of_batch_means = sum(t / n for t, n in (nll(rows[:2]), nll(rows[2:]))) / 2  # the Trainer's own figure
     assert abs(reported[0] - mean_of_batch_means) > 1e-3  # the data really tells the two apart
+
+
+def test_labelled_positions_loss_trains_in_bf16_when_the_run_does(tmp_path):
+    """The shortcut calls the decoder and the output layer itself, past the autocast accelerate puts on the
+    model's forward: it must enter that autocast too, or a bf16 run trains its QA examples in fp32."""
+    from transformers import LlamaConfig, LlamaForCausalLM, TrainingArguments
+
+    from hftoolkit.train.trainer import PerplexityTrainer
+
+    torch.manual_seed(0)
+    model = LlamaForCausalLM(LlamaConfig(vocab_size=50, hidden_size=16, intermediate_size=32, num_hidden_layers=1,
+                                         num_attention_heads=2, num_key_value_heads=2, max_position_embeddings=64))
+    generator = torch.Generator().manual_seed(3)
+    ids = torch.randint(1, 50, (8, 16), generator=generator)
+    rows = Dataset.from_dict({"input_ids": ids.tolist(), "labels": [[-100] * 12 + r[12:] for r in ids.tolist()]})
+    seen = []
+    model.lm_head.register_forward_hook(lambda module, args, output: seen.append((module.training, output.dtype)))
+    used = []
+    for precision in ("bf16", "fp32"):
+        seen.clear()
+        args = TrainingArguments(output_dir=str(tmp_path / precision), per_device_train_batch_size=4, max_steps=2,
+                                 bf16=precision == "bf16", report_to="none", use_cpu=True, save_strategy="no")
+        trainer = PerplexityTrainer(model=model, args=args, train_dataset=rows, labelled_positions_loss=True)
+        trainer.train()
+        assert trainer.labelled_positions  # the shortcut passed its fp32 check and trained
+        used.append({dtype for training, dtype in seen if training})
+    assert used == [{torch.bfloat16}, {torch.float32}]

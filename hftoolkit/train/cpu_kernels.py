@@ -1,4 +1,4 @@
-"""Cheaper CPU versions of three pieces of a training step, with the same maths.
+"""Cheaper CPU versions of pieces of a training step, with the same maths.
 
 Profiled on the from-scratch GPT-2 (4 x 192, batch 16 x 128, bf16 on a CPU with AMX), dropout's
 `bernoulli_` was a quarter of the step: PyTorch's CPU kernel draws one random number per element.
@@ -10,10 +10,13 @@ the kept ones are scaled by 1/(1 - p). On the same step:
 - attention dropout, which sdpa on a CPU runs through its slow math path, runs in `attention` below
   (softmax(QK^T) products, the same cheap mask); without dropout (evaluation) it calls sdpa as before;
 - GPT-2's `gelu_new`, written in Python as five element-wise ops, becomes transformers' fused
-  `GELUTanh`: the same tanh formula (equal up to rounding).
+  `GELUTanh`: the same tanh formula (equal up to rounding);
+- peft's LoRA layers stop casting their bf16 input to the fp32 adapter weights, which autocast casts
+  straight back to bf16 for the matmul (bit for bit the same; a LoRA step on SmolLM2 1.93 -> 1.82 s).
 
 Only the modules in memory change: config.json, the weights and what `from_pretrained` loads are
-untouched, and `restore` puts the attention implementation back once training ends.
+untouched, and `restore` puts the attention implementation and the adapters' casting back once
+training ends.
 """
 
 from __future__ import annotations
@@ -90,8 +93,11 @@ def use_cpu_kernels(model) -> list[str]:
     """Swap in the cheaper pieces above, in place; returns what changed, for the training log."""
     from transformers.activations import GELUTanh, NewGELUActivation
 
-    dropouts = gelus = 0
+    dropouts = gelus = adapters = 0
     for parent in list(model.modules()):
+        if getattr(parent, "cast_input_dtype_enabled", None) is True:  # a peft adapter layer
+            parent.cast_input_dtype_enabled = False
+            adapters += 1
         for name, child in list(parent.named_children()):
             if type(child) is nn.Dropout and child.p > 0:
                 setattr(parent, name, CheapMaskDropout(child.p).train(child.training))
@@ -102,6 +108,8 @@ def use_cpu_kernels(model) -> list[str]:
     changed = [f"{dropouts} dropout layers with a cheaper mask"] if dropouts else []
     if gelus:
         changed.append(f"{gelus} tanh GELUs fused")
+    if adapters:
+        changed.append(f"{adapters} LoRA layers without the input's round trip to fp32")
     config = getattr(model, "config", None)
     if config is not None and attention_dropout_of(config) > 0 and config._attn_implementation in ("sdpa", "eager"):
         _register()
@@ -112,7 +120,11 @@ def use_cpu_kernels(model) -> list[str]:
 
 
 def restore(model) -> None:
-    """The attention implementation the model had before `use_cpu_kernels` (the other swaps are harmless)."""
+    """The attention implementation and adapter casting the model had before `use_cpu_kernels` (the other
+    swaps are harmless)."""
+    for module in model.modules():
+        if getattr(module, "cast_input_dtype_enabled", None) is False:
+            module.cast_input_dtype_enabled = True
     before = getattr(model, "_hftoolkit_attention_before", None)
     if before is not None:
         model.config._attn_implementation = before

@@ -13,7 +13,10 @@ IGNORE_INDEX = -100
 
 
 def labelled_positions_loss(model, inputs: dict, num_items_in_batch=None):
-    """Next-token cross-entropy over labelled positions: sum / num_items_in_batch, or the mean."""
+    """Next-token cross-entropy over labelled positions: sum / num_items_in_batch, or the mean.
+
+    It calls the decoder and the output layer, not the model's forward, so it runs outside the autocast that
+    accelerate puts on that forward: the Trainer calls it inside `accelerator.autocast()`."""
     import torch
 
     labels = inputs["labels"]
@@ -29,10 +32,14 @@ def labelled_positions_loss(model, inputs: dict, num_items_in_batch=None):
 
 
 def matches_model_loss(model, inputs: dict) -> bool:
-    """Whether the shortcut gives the model's own loss here (models that scale or cap logits differ)."""
+    """Whether the shortcut gives the model's own loss here (models that scale or cap logits differ).
+
+    Compared in fp32: past the autocast that accelerate wraps around the forward of a bf16 run, so that
+    rounding neither fails the check nor hides a real difference."""
     import torch
 
-    with torch.no_grad():
-        own = model(**inputs).loss
+    forward = getattr(model, "_original_forward", None) or model
+    with torch.no_grad(), torch.autocast(inputs["input_ids"].device.type, enabled=False):
+        own = forward(**inputs).loss
         ours = labelled_positions_loss(model, inputs)
     return bool(torch.isfinite(own)) and abs(float(own) - float(ours)) <= 1e-3 * max(1.0, abs(float(own)))

@@ -117,5 +117,6 @@ class PerplexityTrainer(Trainer):
             if not same:
                 self.labelled_positions = None
                 return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
-        loss = labelled_positions_loss(model, inputs, num_items_in_batch)
+        with self.accelerator.autocast():  # bf16 where the run trains in bf16, as the model's own forward
+            loss = labelled_positions_loss(model, inputs, num_items_in_batch)
         return (loss, {"loss": loss}) if return_outputs else loss

@@ -149,3 +149,24 @@ def test_entry_links_map_output_and_rewrites_anything_else(tmp_path):
     for rewritten in ("shuffled", "dropped", "in_memory"):  # the files do not hold exactly these rows
         assert not (tmp_path / "entry" / rewritten / MANIFEST).exists()
     assert back["shuffled"]["n"] != sorted(back["shuffled"]["n"])
+
+
+def test_whole_files_as_documents(tmp_path):
+    folder = tmp_path / "corpus"
+    folder.mkdir()
+    (folder / "a.txt").write_text("Brake pads wear down.\n\nPads squeal when thin.\n")
+    (folder / "b.txt").write_text("Tyres need air.\n\nCheck them monthly.\n\nRotate them too.\n")
+    recipe = load_recipe(str(tiny_recipe(tmp_path)), [f"data.train={folder}"])
+    tokenizer = _byte_level_bpe(["brake pads tyres air check rotate"] * 10, 300)
+    paragraphs = load_data(recipe.data, recipe.training.seed).train["text"]
+    assert sorted(p.strip() for p in paragraphs) == sorted(["Brake pads wear down.", "Pads squeal when thin.", "Tyres need air.",
+                                         "Check them monthly.", "Rotate them too."])
+    whole = replace(recipe, data=replace(recipe.data, text_documents="file"))
+    files = load_data(whole.data, whole.training.seed).train["text"]
+    assert [text.split("\n\n") for text in sorted(files)] == [
+        ["Brake pads wear down.", "Pads squeal when thin.\n"], ["Tyres need air.", "Check them monthly.",
+                                                                "Rotate them too.\n"]]
+    _, stats, hit = run(recipe, tokenizer)
+    assert stats["train"]["documents"] == 5
+    _, stats, hit = run(whole, tokenizer)
+    assert not hit and stats["train"]["documents"] == 2  # the setting is part of the cache key

@@ -2,7 +2,7 @@
 
 Local .txt/.csv/.json/.jsonl/.parquet files, globs and folders of them, a hub
 dataset id, or a database table/query (`db.source`). Text files are split into
-documents on blank lines (paragraphs).
+documents on blank lines (paragraphs), or kept whole (`data.text_documents: file`).
 """
 
 from __future__ import annotations
@@ -77,7 +77,7 @@ def looks_like_hub_id(spec: str) -> bool:
             and not Path(spec).suffix and all(parts))
 
 
-def load_split(spec, field: str):
+def load_split(spec, field: str, text_documents: str = "paragraph"):
     """Load one split (all its files, or its database rows) as a `datasets.Dataset`."""
     import datasets
 
@@ -96,7 +96,8 @@ def load_split(spec, field: str):
     if builder in ("text", "json", "csv"):
         for file in files:
             check_text_file(file, field)
-    options = {"sample_by": "paragraph"} if builder == "text" else {}
+    sample_by = {"paragraph": "paragraph", "file": "document"}[text_documents]
+    options = {"sample_by": sample_by} if builder == "text" else {}
     try:
         loaded = datasets.load_dataset(builder, data_files=[str(f) for f in files], split="train", **options)
     except Exception as exc:  # datasets raises many types for unparsable files

@@ -34,13 +34,13 @@ def load_data(data: DataSection, seed: int, task: str = "causal_lm") -> LoadedDa
         raise UserError("data.train is empty; name a file, folder, glob or hub dataset id")
     columns = required_columns(data, task)
     skipped = {}
-    train = load_split(data.train, "data.train")
+    train = load_split(data.train, "data.train", data.text_documents)
     require_columns(train.column_names, columns, data.train)
     hashes = [fingerprint(data.train, train)]
     train, skipped["train"] = drop_empty_rows(decode_messages(train, data), columns, "data.train", data.train)
     check_messages(train, data, "data.train", data.train)
     if data.validation:
-        validation = load_split(data.validation, "data.validation")
+        validation = load_split(data.validation, "data.validation", data.text_documents)
         require_columns(validation.column_names, columns, data.validation)
         hashes.append(fingerprint(data.validation, validation))
         validation, skipped["validation"] = drop_empty_rows(decode_messages(validation, data), columns,
@@ -59,7 +59,7 @@ def load_data(data: DataSection, seed: int, task: str = "causal_lm") -> LoadedDa
         train = train.select(range(min(data.max_train_samples, len(train))))
     extra = None
     if data.extra_text:
-        extra = load_split(data.extra_text, "data.extra_text")
+        extra = load_split(data.extra_text, "data.extra_text", data.text_documents)
         require_columns(extra.column_names, [("data.text_column", data.text_column)], data.extra_text)
         hashes.append(fingerprint(data.extra_text, extra))
         extra, skipped["extra_text"] = drop_empty_rows(extra, [("data.text_column", data.text_column)],

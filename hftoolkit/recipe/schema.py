@@ -86,6 +86,9 @@ class DataSection:
     format: Literal["text", "qa", "chat"] = knob(
         "text", "text: plain corpus; qa: question/answer columns; chat: a messages column")
     text_column: str = knob("text", "column holding the documents (format: text)")
+    text_documents: Literal["paragraph", "file"] = knob(
+        "paragraph", ".txt files: a blank line ends a document (paragraph), or each file is one document whose "
+                     "paragraphs train as each other's context (file: better for connected text, one EOS per file)")
     label_column: str = knob("label", "classification: label name, list of names (multi-label) or number")
     question_column: str = knob("question", "column holding questions (format: qa)")
     answer_column: str = knob("answer", "column holding answers (format: qa)")

@@ -169,7 +169,8 @@ def evaluate_model(model, tokenizer, recipe, kind: str) -> dict:
                 words = ~torch.isin(targets, separator)
                 total, count = total + float(losses.sum()), count + targets.numel()
                 words_total, words_count = words_total + float(losses[words].sum()), words_count + int(words.sum())
-        return {"eval_loss": packed, "eval_loss_run_clm": total / count, "eval_loss_run_clm_words": words_total / words_count}
+        return {"eval_loss": packed, "eval_loss_run_clm": total / count,
+                "eval_loss_run_clm_words": words_total / words_count}
     from datasets import Dataset
 
     from hftoolkit.data.chat_format import encode_chat_dataset

@@ -74,7 +74,7 @@ def summarise(runs: list[dict], ceilings: dict) -> list[dict]:
                "allocator": first.get("allocator", "libc"), "rounds": len(mine),
                "flops_per_token": per_token}
         for key in ("tokens_per_second", "steady_tokens_per_second", "real_tokens", "padding_percent",
-                    "peak_rss_mb", "disk_written_mb", "eval_loss", "eval_loss_run_clm", "wall_seconds",
+                    "peak_rss_mb", "disk_written_mb", "eval_loss", "eval_loss_run_clm", "eval_loss_run_clm_words",
                     "train_seconds"):
             if key in first:
                 row[key] = statistics.median(r[key] for r in mine)
@@ -86,8 +86,9 @@ def summarise(runs: list[dict], ceilings: dict) -> list[dict]:
         row["speedup"] = round(row["tokens_per_second"] / base["tokens_per_second"], 2)
         row["steady_speedup"] = round(row["steady_tokens_per_second"] / base["steady_tokens_per_second"], 2)
         row["eval_loss_vs_baseline"] = round(row["eval_loss"] - base["eval_loss"], 4)
-        if "eval_loss_run_clm" in row:
-            row["eval_loss_run_clm_vs_baseline"] = round(row["eval_loss_run_clm"] - base["eval_loss_run_clm"], 4)
+        for key in ("eval_loss_run_clm", "eval_loss_run_clm_words"):
+            if key in row:
+                row[f"{key}_vs_baseline"] = round(row[key] - base[key], 4)
     return rows
 
 

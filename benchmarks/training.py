@@ -75,7 +75,7 @@ def summarise(runs: list[dict], ceilings: dict) -> list[dict]:
                "flops_per_token": per_token}
         for key in ("tokens_per_second", "steady_tokens_per_second", "real_tokens", "padding_percent",
                     "peak_rss_mb", "disk_written_mb", "eval_loss", "eval_loss_run_clm", "eval_loss_run_clm_words",
-                    "train_seconds"):
+                    "wall_seconds", "train_seconds"):
             if key in first:
                 row[key] = statistics.median(r[key] for r in mine)
         row["mfu_percent"] = round(100 * row["tokens_per_second"] * per_token / 1e9 / ceiling, 1)

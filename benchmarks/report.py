@@ -20,8 +20,8 @@ def markdown(result: dict) -> str:
                 f"| {r['speedup']:.2f}x "
                 f"| {r['steady_tokens_per_second']:.0f} | {r['steady_speedup']:.2f}x | {r['mfu_percent']:.0f}% "
                 f"({r['steady_mfu_percent']:.0f}%) | {r['padding_percent']:.0f}% | {r['peak_rss_mb']:.0f} MB "
-                f"| {r['disk_written_mb']:.0f} MB | {r['eval_loss']:.3f} ({r['eval_loss_vs_baseline']:+.3f}) | "
-                + "".join(f"{r[key]:.3f} ({r[key + '_vs_baseline']:+.3f}) |" if key in r else "– |"
+                f"| {r['disk_written_mb']:.0f} MB | {r['eval_loss']:.3f} ({r['eval_loss_vs_baseline']:+.3f}) |"
+                + "".join(f" {r[key]:.3f} ({r[key + '_vs_baseline']:+.3f}) |" if key in r else " – |"
                           for key in ("eval_loss_run_clm", "eval_loss_run_clm_words")))
         lines += ["", "Real tokens/s: non-padding tokens trained over the Trainer's train time (evaluations during "
                   "training included); steady: median over steps after the first. MFU: FLOPs per token (6N + "

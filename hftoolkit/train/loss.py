@@ -38,7 +38,9 @@ def matches_model_loss(model, inputs: dict) -> bool:
     rounding neither fails the check nor hides a real difference."""
     import torch
 
-    forward = getattr(model, "_original_forward", None) or model
+    from hftoolkit.train.precision import fp32_forward
+
+    forward = fp32_forward(model)
     with torch.no_grad(), torch.autocast(inputs["input_ids"].device.type, enabled=False):
         own = forward(**inputs).loss
         ours = labelled_positions_loss(model, inputs)

@@ -35,7 +35,9 @@ def documents_kept_apart(model, inputs: dict, tolerance: float = 1e-3) -> bool:
     positions = inputs["position_ids"][row:row + 1]
     # in fp32, so only a real leak between documents exceeds the tolerance: autocast off, and past the forward
     # that accelerate wraps in its own autocast for bf16 training (whose rounding alone failed the check)
-    forward = getattr(model, "_original_forward", None) or model
+    from hftoolkit.train.precision import fp32_forward
+
+    forward = fp32_forward(model)
     with torch.no_grad(), torch.autocast(ids.device.type, enabled=False):
         packed = forward(input_ids=ids, position_ids=positions, use_cache=False).logits[0, start:end].float()
         alone = forward(input_ids=ids[:, start:end]).logits[0].float()

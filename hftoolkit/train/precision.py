@@ -70,3 +70,9 @@ def resolve_precision(choice: str) -> tuple[str, str]:
     precision, why = auto_precision()
     agreed = "bf16" if rank0_flag(precision == "bf16") else "fp32"
     return agreed, why if agreed == precision else "as measured by rank 0"
+
+
+def fp32_forward(model):
+    """The model's own forward, past the autocast that accelerate wraps around it in a bf16 run: the one-time
+    checks call it under `torch.autocast(enabled=False)` to compare in fp32."""
+    return getattr(model, "_original_forward", None) or model

@@ -20,8 +20,9 @@ PROMPTS = ["The", "Brake fluid absorbs water from the air, so", "Tyres", "A timi
 def checkpoint(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("gen")
     out = tmp / "run"
-    # the bundled from-scratch recipe, shortened: enough to produce words, not just bytes
-    done = run_cli("train", "gpt_from_scratch", "--output-dir", out, "training.epochs=8",
+    # the bundled from-scratch recipe, shortened: enough to produce words (8 epochs gave only "." and newlines
+    # on one CPU), not just bytes
+    done = run_cli("train", "gpt_from_scratch", "--output-dir", out, "training.epochs=16",
                    "training.early_stopping_patience=null", "preprocess.block_size=64")
     assert done.returncode == 0, done.stderr[-2000:]
     return str(out)
@@ -52,16 +53,40 @@ def test_stream_matches_generate_and_stop_strings(checkpoint):
     assert streamed == stopped.completion
 
 
+def with_beams(checkpoint: str, folder, num_beams: int):
+    """A copy of `checkpoint` whose generation_config.json asks for beam search."""
+    shutil.copytree(checkpoint, folder)
+    config = json.loads((folder / "generation_config.json").read_text())
+    (folder / "generation_config.json").write_text(json.dumps({**config, "num_beams": num_beams,
+                                                                "early_stopping": True}))
+    return folder
+
+
+def test_beam_search_runs_each_prompt_once(checkpoint, tmp_path):
+    """The prompts go through the model once per batch, not once per beam: every later forward pass
+    feeds one new token per beam (the answers equal transformers' own beam search: the test below)."""
+    generator = TextGenerator(str(with_beams(checkpoint, tmp_path / "beams", 3)), cache="off")
+    prompts = PROMPTS[:4]
+    longest = max(len(generator.generator.tokenizer(p, add_special_tokens=False)["input_ids"]) for p in prompts)
+    shapes = []
+    hook = generator.generator.model.register_forward_pre_hook(
+        lambda module, args, kwargs: shapes.append(tuple(kwargs["input_ids"].shape)), with_kwargs=True)
+    try:
+        done = generator.generate(prompts, settings=GenerationSettings(max_new_tokens=6), batch_size=4)
+    finally:
+        hook.remove()
+    assert shapes[0] == (4, longest - 1)  # the prompts, once, without their last token
+    assert len(shapes) > 3 and set(shapes[1:]) == {(4 * 3, 1)}  # then one token per beam per step
+    assert all(c.completion for c in done)
+
+
 def test_checkpoint_beam_width_is_the_default_except_for_streams_and_sampling(checkpoint, tmp_path):
     """A checkpoint saved with output.num_beams answers by beam search, exactly as transformers' own
     generate() does from the same folder; a stream (one sequence) and sampling fall back to one beam."""
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    beams = tmp_path / "beams"
-    shutil.copytree(checkpoint, beams)
-    config = json.loads((beams / "generation_config.json").read_text())
-    (beams / "generation_config.json").write_text(json.dumps({**config, "num_beams": 3, "early_stopping": True}))
+    beams = with_beams(checkpoint, tmp_path / "beams", 3)
     settings = GenerationSettings(max_new_tokens=12)
     searched = [c.completion for c in TextGenerator(str(beams), cache="off").generate(PROMPTS, settings=settings)]
     greedy = [c.completion for c in TextGenerator(checkpoint, cache="off").generate(PROMPTS, settings=settings)]

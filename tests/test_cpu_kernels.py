@@ -142,3 +142,51 @@ def test_lora_layers_skip_the_fp32_round_trip_with_the_same_result_under_autocas
     assert torch.equal(before, after)  # bit for bit: autocast casts to bf16 for the matmul either way
     cpu_kernels.restore(model)
     assert all(m.cast_input_dtype_enabled for m in model.modules() if hasattr(m, "cast_input_dtype_enabled"))
+
+
+def test_bf16_training_attention_by_matmuls_matches_sdpa_and_keeps_documents_apart():
+    """Under bf16 autocast while training, short sequences take the matmul path: the same logits and
+    gradients as sdpa (within bf16 rounding), padding and packed documents still masked."""
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    torch.manual_seed(0)  # a Llama without attention dropout, as SmolLM2
+    config = AutoConfig.for_model("llama", vocab_size=1024, hidden_size=64, intermediate_size=128,
+                                  num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2)
+    model = AutoModelForCausalLM.from_config(config, attn_implementation="sdpa").train()
+    ids = torch.randint(0, 1024, (2, 24))
+    mask = torch.ones_like(ids)
+    mask[1, :6] = 0  # left padding
+
+    def logits_and_grad():
+        model.zero_grad()
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            logits = model(input_ids=ids, attention_mask=mask).logits.float()
+        logits[mask.bool()].square().mean().backward()
+        return logits.detach(), model.model.layers[0].self_attn.q_proj.weight.grad.clone()
+
+    plain, plain_grad = logits_and_grad()
+    assert cpu_kernels.use_cpu_kernels(model) == []  # fp32 training: nothing to swap in a Llama
+    assert cpu_kernels.use_cpu_kernels(model, bf16=True) == ["bf16 attention by matmuls up to 512 tokens"]
+    assert model.config._attn_implementation == cpu_kernels.NAME
+    calls = []
+    matmul = torch.matmul
+    torch.matmul = lambda *args: calls.append(1) or matmul(*args)  # noqa: E731 (count the attention products)
+    try:
+        swapped, swapped_grad = logits_and_grad()
+    finally:
+        torch.matmul = matmul
+    assert len(calls) == 2 * 2  # two products in each of the two layers: the matmul path ran
+    keep = mask.bool()
+    assert (swapped[keep] - plain[keep]).abs().max() < 0.05 * plain[keep].abs().max()
+    assert torch.nn.functional.cosine_similarity(swapped_grad.flatten(), plain_grad.flatten(), dim=0) > 0.99
+    blocks = pack_blocks({"input_ids": DOCS}, block_size=24, pad_id=0)
+    batch = {k: torch.tensor(v) for k, v in blocks.items() if k != "labels"}
+    other = {k: v.clone() for k, v in batch.items()}
+    other["input_ids"][0, :len(DOCS[0])] = 11  # a different first document
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+        first, second = (model(**packed_inputs(b)).logits[0].float() for b in (batch, other))
+    start = len(DOCS[0])
+    assert (first[:start] - second[:start]).abs().max() > 1e-3
+    assert torch.equal(first[start:], second[start:])  # later documents never saw it
+    cpu_kernels.restore(model)
+    assert model.config._attn_implementation == "sdpa"

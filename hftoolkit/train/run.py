@@ -162,7 +162,7 @@ def build_trainer(recipe: Recipe, model, tokenizer, blocks, out: Path, labels: l
         log(f"memory allocator: {describe()}")
         from hftoolkit.train.cpu_kernels import use_cpu_kernels
 
-        swapped = use_cpu_kernels(model)
+        swapped = use_cpu_kernels(model, bf16=precision == "bf16")
         if swapped:
             log("CPU kernels: " + ", ".join(swapped))
     metrics = compute_metrics_for(recipe, labels)

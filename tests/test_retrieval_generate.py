@@ -304,6 +304,16 @@ def test_labelled_positions_loss_equals_the_model_loss():
         ours = labelled_positions_loss(model, inputs, num_items_in_batch=torch.tensor(7))
         assert torch.allclose(own_sum, ours, atol=1e-5)
         assert torch.allclose(model(**inputs).loss, labelled_positions_loss(model, inputs), atol=1e-5)
+        unlabelled_first = dict(inputs, labels=torch.cat([torch.full_like(labels[:1], -100), labels[1:]]))
+        assert matches_model_loss(model, unlabelled_first)  # checked on a row that has labels
+    from transformers import Gemma2Config, Gemma2ForCausalLM
+
+    capped = Gemma2ForCausalLM(Gemma2Config(vocab_size=300, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                                            num_attention_heads=2, num_key_value_heads=2, head_dim=16,
+                                            final_logit_softcapping=1.0)).eval()  # its forward caps the logits
+    with torch.no_grad():
+        capped.lm_head.weight *= 100  # logits far beyond the cap
+    assert not matches_model_loss(capped, {"input_ids": ids, "attention_mask": mask, "labels": labels})
 
 
 def test_bad_retrieval_settings_are_one_line(tiny_chat_model, brakes_tyres_index, qa_file, tmp_path):

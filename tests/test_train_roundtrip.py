@@ -33,6 +33,9 @@ def test_train_save_load_generate(tmp_path):
     assert metrics["eval_perplexity"] < 0.5 * metrics["eval_perplexity_start"]
     assert metrics["tokens_seen"] > 0 and metrics["tokens_per_second"] > 0
     assert metrics["preprocessing"]["train"]["blocks"] > 0
+    evals = [h for h in json.loads((out / "trainer_log.json").read_text()) if "eval_loss" in h]
+    assert [h["step"] for h in evals] == [0, 10, 20, 30]  # the last step evaluated once, not again after training
+    assert metrics["eval_loss"] == evals[-1]["eval_loss"]
     assert yaml.safe_load((out / "recipe.yaml").read_text())["output"]["dir"] == str(out)
     gen = json.loads((out / "generation_config.json").read_text())
     tok = json.loads((out / "tokenizer_config.json").read_text())

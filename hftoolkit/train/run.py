@@ -80,7 +80,7 @@ def train(recipe: Recipe, resume: bool = False, overwrite: bool = False, log=pri
         raise TrainingStopped(f"stopped at step {trainer.state.global_step}; the checkpoint "
                               f"{last_trainer_checkpoint(out)} is saved: run the same command with --resume to "
                               "continue", safe.stop_signal)
-    final_eval = trainer.evaluate()
+    final_eval = final_evaluation(trainer)
     from hftoolkit.train.cpu_kernels import restore
 
     restore(trainer.model)
@@ -212,6 +212,16 @@ def tensorboard_callback(log_dir: Path):
                 self.tb_writer = None
 
     return RunTensorBoard(tb_writer=SummaryWriter(log_dir=str(log_dir)))
+
+
+def final_evaluation(trainer) -> dict:
+    """Metrics of the finished weights. The Trainer evaluates after its last step already; that evaluation
+    is reused unless the best checkpoint was loaded since. Evaluating again ran the validation set twice
+    and put two points for the last step in the log."""
+    evals = [h for h in trainer.state.log_history if "eval_loss" in h]
+    if evals and evals[-1].get("step") == trainer.state.global_step and not trainer.args.load_best_model_at_end:
+        return {k: v for k, v in evals[-1].items() if k.startswith("eval_") or k == "epoch"}
+    return trainer.evaluate()
 
 
 def summarize(recipe: Recipe, history: list[dict], train_metrics: dict, final_eval: dict, stats: dict,

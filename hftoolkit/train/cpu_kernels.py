@@ -124,8 +124,10 @@ def use_cpu_kernels(model, bf16: bool = False) -> list[str]:
         _register()
         model._hftoolkit_attention_before = config._attn_implementation
         config._attn_implementation = NAME
-        changed += (["attention dropout with the same mask"] if dropout else []) + \
-            ([f"bf16 attention by matmuls up to {MATMUL_ATTENTION_TOKENS} tokens"] if bf16 else [])
+        if dropout:
+            changed.append("attention dropout with the same mask")
+        if bf16:
+            changed.append(f"bf16 attention by matmuls up to {MATMUL_ATTENTION_TOKENS} tokens")
     return changed
 
 

@@ -36,7 +36,8 @@ def main() -> None:
     print(f"# {machine.cpu_line()}", flush=True)
     result = {"machine": machine.machine(), "started": time.strftime("%Y-%m-%d %H:%M:%S")}
     ceilings = result["machine"]["matmul_gflops"]
-    print(f"# matmul 2048x2048: fp32 {ceilings['float32']} GFLOP/s, bf16 {ceilings['bfloat16']} GFLOP/s; "
+    print(f"# matmul 2048²: fp32 {ceilings['float32']} GFLOP/s; {result['machine']['bf16_matmul_size']}²: "
+          f"bf16 {ceilings['bfloat16']} GFLOP/s; "
           f"{result['machine']['case']}", flush=True)
     log = lambda message: print(message, flush=True)  # noqa: E731
     with tempfile.TemporaryDirectory(prefix="hftoolkit-bench-") as work:

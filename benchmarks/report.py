@@ -6,8 +6,8 @@ from __future__ import annotations
 def markdown(result: dict) -> str:
     info = result["machine"]
     lines = [f"Machine: {info['model']}, {info['cores']} cores, flags: {' '.join(info['flags']) or 'none'}; "
-             f"2048² matmul fp32 {info['matmul_gflops']['float32']} GFLOP/s, bf16 {info['matmul_gflops']['bfloat16']} "
-             f"GFLOP/s; {info['case']}.", ""]
+             f"2048² matmul fp32 {info['matmul_gflops']['float32']} GFLOP/s, "
+             f"{info.get('bf16_matmul_size', 2048)}² bf16 {info['matmul_gflops']['bfloat16']} GFLOP/s; {info['case']}.", ""]
     if "training" in result:
         lines += ["| training case | variant | precision, malloc | real tokens/s | vs baseline | steady tokens/s | vs baseline "
                   "| MFU (steady) | padding | peak RSS | disk written | eval loss (vs baseline) "

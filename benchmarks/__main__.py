@@ -1,6 +1,7 @@
 """Run every benchmark, alone, and write `results.json` and `results.md`.
 
     python -m benchmarks [--out benchmarks/results] [--only training,preprocessing,generation] [--rounds 2]
+                         [--cases smollm2_full_text,...]
 
 Prints the CPU model and its bf16/AMX flags first, then each benchmark's rows as they finish. Every
 benchmark runs hftoolkit and its baseline in the same run, alternating; the ratios are the claims,
@@ -26,12 +27,19 @@ def main() -> None:
     parser.add_argument("--out", default="benchmarks/results", help="folder for results.json and results.md")
     parser.add_argument("--only", default=",".join(SECTIONS), help="comma-separated subset of " + ", ".join(SECTIONS))
     parser.add_argument("--rounds", type=int, default=2, help="alternating rounds per training case")
+    parser.add_argument("--cases", default=None, help="comma-separated training cases (default: all)")
     parser.add_argument("--sizes", default="25,50,100", help="preprocessing corpus sizes in MB")
     args = parser.parse_args()
     wanted = [s.strip() for s in args.only.split(",") if s.strip()]
     unknown = sorted(set(wanted) - set(SECTIONS))
     if unknown:
         parser.error(f"--only: unknown {', '.join(unknown)}; choose from {', '.join(SECTIONS)}")
+    from benchmarks.train_one import CASES
+
+    cases = [c.strip() for c in args.cases.split(",") if c.strip()] if args.cases else list(CASES)
+    unknown = sorted(set(cases) - set(CASES))
+    if unknown:
+        parser.error(f"--cases: unknown {', '.join(unknown)}; choose from {', '.join(CASES)}")
 
     print(f"# {machine.cpu_line()}", flush=True)
     result = {"machine": machine.machine(), "started": time.strftime("%Y-%m-%d %H:%M:%S")}
@@ -45,7 +53,7 @@ def main() -> None:
         if "training" in wanted:
             from benchmarks import training
 
-            result["training"] = training.benchmark(work, ceilings, rounds=args.rounds, log=log)
+            result["training"] = training.benchmark(work, ceilings, rounds=args.rounds, cases=cases, log=log)
         if "preprocessing" in wanted:
             from benchmarks import preprocessing
 

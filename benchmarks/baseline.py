@@ -67,6 +67,8 @@ def train(model, tokenizer, dataset, out: Path, training, max_steps: int, measur
         collate, callbacks = measure.wrap(collate, model), [measure.callback()]
     trainer = Trainer(model=model, args=training_arguments(out, training, max_steps), train_dataset=dataset,
                       data_collator=collate, processing_class=tokenizer, callbacks=callbacks)
+    if measure is not None:
+        measure.watch(trainer)
     result = trainer.train()
     trainer.save_model()
     return trainer, result.metrics

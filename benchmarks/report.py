@@ -10,21 +10,25 @@ def markdown(result: dict) -> str:
              f"{info.get('bf16_matmul_size', 2048)}² bf16 {info['matmul_gflops']['bfloat16']} GFLOP/s; {info['case']}.", ""]
     if "training" in result:
         lines += ["| training case | variant | precision, malloc | real tokens/s | vs baseline | steady tokens/s | vs baseline "
-                  "| MFU (steady) | padding | peak RSS | disk written | eval loss (vs baseline) "
+                  "| MFU (steady) | tokens/s without evaluations (vs baseline) | padding | peak RSS | disk written | eval loss (vs baseline) "
                   "| run_clm-style eval loss (vs baseline) | the same, separators not scored (vs baseline) |",
-                  "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+                  "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
         for r in result["training"]:
             lines.append(
                 f"| {r['case']} | {r['variant']} | {r['precision']}, {r.get('allocator', 'libc')} "
                 f"| {r['tokens_per_second']:.0f} "
                 f"| {r['speedup']:.2f}x "
                 f"| {r['steady_tokens_per_second']:.0f} | {r['steady_speedup']:.2f}x | {r['mfu_percent']:.0f}% "
-                f"({r['steady_mfu_percent']:.0f}%) | {r['padding_percent']:.0f}% | {r['peak_rss_mb']:.0f} MB "
+                f"({r['steady_mfu_percent']:.0f}%) | "
+                + (f"{r['tokens_per_second_without_eval']:.0f} ({r['speedup_without_eval']:.2f}x) | "
+                   if "speedup_without_eval" in r else "– | ")
+                + f"{r['padding_percent']:.0f}% | {r['peak_rss_mb']:.0f} MB "
                 f"| {r['disk_written_mb']:.0f} MB | {r['eval_loss']:.3f} ({r['eval_loss_vs_baseline']:+.3f}) |"
                 + "".join(f" {r[key]:.3f} ({r[key + '_vs_baseline']:+.3f}) |" if key in r else " – |"
                           for key in ("eval_loss_run_clm", "eval_loss_run_clm_words")))
         lines += ["", "Real tokens/s: non-padding tokens trained over the Trainer's train time (evaluations during "
-                  "training included); steady: median over steps after the first. MFU: FLOPs per token (6N + "
+                  "training included); without evaluations: the same, the time of those evaluations (which only hftoolkit's "
+                  "recipes ask for) taken out; steady: median over steps after the first. MFU: FLOPs per token (6N + "
                   "12·layers·hidden·sequence; LoRA: 4N + 2·trainable + attention) x tokens/s over the fp32 or bf16 "
                   "matmul ceiling above. Medians over the rounds. Eval loss: text, held-out paragraphs each scored on "
                   "its own with EOS (as hftoolkit trains); run_clm-style: held-out lines concatenated into blocks (as "

@@ -42,6 +42,21 @@ class Meter:
     def __init__(self):
         self.steps, self.real, self.slots, self._tokens, self._started = [], 0, 0, 0, None  # real/slots: padding
         self.training = True
+        self.eval_seconds = 0.0  # evaluations the run asks for during training (inside the train time)
+
+    def watch(self, trainer):
+        """Time the trainer's evaluations while it trains, so throughput can also be read without them."""
+        evaluation_loop = trainer.evaluation_loop
+
+        def timed(*args, **kwargs):
+            started = time.perf_counter()
+            try:
+                return evaluation_loop(*args, **kwargs)
+            finally:
+                if self.training:
+                    self.eval_seconds += time.perf_counter() - started
+
+        trainer.evaluation_loop = timed
 
     def wrap(self, collate, model):
         def counting(features):
@@ -101,6 +116,7 @@ def run_hftoolkit(recipe, meter: Meter):
         trainer, precision = original(*args, **kwargs)
         trainer.data_collator = meter.wrap(trainer.data_collator, trainer.model)
         trainer.add_callback(meter.callback())
+        meter.watch(trainer)
         built["trainer"] = trainer
         return trainer, precision
 
@@ -228,6 +244,8 @@ def main() -> None:
         "real_tokens": meter.tokens(), "padding_percent": round(100 * (1 - meter.real / meter.slots), 1),
         "train_seconds": round(train_seconds, 2), "tokens_per_second": round(meter.tokens() / train_seconds, 2),
         "steady_tokens_per_second": round(meter.steady_rate(), 2), "sequence": recipe.preprocess.block_size,
+        "eval_seconds": round(meter.eval_seconds, 2),
+        "tokens_per_second_without_eval": round(meter.tokens() / (train_seconds - meter.eval_seconds), 2),
         "wall_seconds": round(wall, 1), "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024),
         "disk_written_mb": round(disk / 2 ** 20, 1), "allocator": "tcmalloc" if loaded_tcmalloc() else "libc",
         **losses, **shape}))

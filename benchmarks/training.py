@@ -73,7 +73,8 @@ def summarise(runs: list[dict], ceilings: dict) -> list[dict]:
         row = {"case": first["case"], "variant": variant, "precision": first["precision"],
                "allocator": first.get("allocator", "libc"), "rounds": len(mine),
                "flops_per_token": per_token}
-        for key in ("tokens_per_second", "steady_tokens_per_second", "real_tokens", "padding_percent",
+        for key in ("tokens_per_second", "steady_tokens_per_second", "tokens_per_second_without_eval",
+                    "eval_seconds", "real_tokens", "padding_percent",
                     "peak_rss_mb", "disk_written_mb", "eval_loss", "eval_loss_run_clm", "eval_loss_run_clm_words",
                     "wall_seconds", "train_seconds"):
             if key in first:
@@ -85,6 +86,9 @@ def summarise(runs: list[dict], ceilings: dict) -> list[dict]:
     for row in rows:
         row["speedup"] = round(row["tokens_per_second"] / base["tokens_per_second"], 2)
         row["steady_speedup"] = round(row["steady_tokens_per_second"] / base["steady_tokens_per_second"], 2)
+        if "tokens_per_second_without_eval" in row and "tokens_per_second_without_eval" in base:
+            row["speedup_without_eval"] = round(row["tokens_per_second_without_eval"]
+                                                / base["tokens_per_second_without_eval"], 2)
         row["eval_loss_vs_baseline"] = round(row["eval_loss"] - base["eval_loss"], 4)
         for key in ("eval_loss_run_clm", "eval_loss_run_clm_words"):
             if key in row:

@@ -1,6 +1,7 @@
 """Generation from a saved checkpoint: batching, streaming, stop strings, long and empty prompts."""
 
 import json
+import re
 import shutil
 
 import pytest
@@ -39,17 +40,29 @@ def test_batched_greedy_equals_single(checkpoint):
     assert sum(len(c.completion) for c in batched) > 16 * 8  # real text came out, not empty strings
 
 
+def third_word_start(text: str) -> int | None:
+    """Where the third word begins, if the text has one that does not occur earlier in it."""
+    words = list(re.finditer(r"\S+", text))
+    if len(words) < 3 or text.find(words[2].group()) != words[2].start():
+        return None
+    return words[2].start()
+
+
 def test_stream_matches_generate_and_stop_strings(checkpoint):
     gen = TextGenerator(checkpoint, cache="off")
     settings = GenerationSettings(max_new_tokens=16)
-    whole = gen.generate(["The brake fluid"], settings=settings)[0].completion
-    assert "".join(gen.stream("The brake fluid", chat=False, settings=settings)) == whole
-    assert len(whole.split()) >= 3, whole
-    stop_word = whole.split()[2]  # a word the model certainly produces
-    stopped = gen.generate(["The brake fluid"], settings=GenerationSettings(max_new_tokens=16, stop=[stop_word]))[0]
-    assert stop_word not in stopped.completion and whole.startswith(stopped.completion)
-    streamed = "".join(gen.stream("The brake fluid", chat=False, settings=GenerationSettings(max_new_tokens=16,
-                                                                                         stop=[stop_word])))
+    # a prompt whose greedy completion has a third word to stop at (a tiny model trained in fp32 on an AVX2 CPU
+    # completed "The brake fluid" with a run of dashes only)
+    completions = [c.completion for c in gen.generate(PROMPTS, settings=settings, batch_size=16)]
+    prompt, whole = next(((p, c) for p, c in zip(PROMPTS, completions) if third_word_start(c)), (None, ""))
+    assert prompt is not None, completions
+    assert "".join(gen.stream(prompt, chat=False, settings=settings)) == whole
+    start = third_word_start(whole)
+    stop_word = whole[start:].split()[0]  # a word the model certainly produces, and not before there
+    stopped = gen.generate([prompt], settings=GenerationSettings(max_new_tokens=16, stop=[stop_word]))[0]
+    assert stopped.completion == whole[:start]  # cut right before it
+    streamed = "".join(gen.stream(prompt, chat=False, settings=GenerationSettings(max_new_tokens=16,
+                                                                                  stop=[stop_word])))
     assert streamed == stopped.completion
 
 

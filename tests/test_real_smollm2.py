@@ -102,8 +102,12 @@ def test_lora_finetune_lowers_eval_loss_and_merge_matches(tmp_path, smollm2, tok
         merged_logits = AutoModelForCausalLM.from_pretrained(str(merged)).eval()(ids).logits
         top_level = AutoModelForCausalLM.from_pretrained(str(out)).eval()(ids).logits
         base_logits = AutoModelForCausalLM.from_pretrained(str(smollm2)).eval()(ids).logits
-    assert torch.allclose(adapter_logits, merged_logits, atol=1e-4)
-    assert torch.allclose(top_level, merged_logits, atol=1e-4)
+    # W·x + B·(A·x) against (W + B·A)·x: equal up to fp32 summation order, whose error grows with the logits'
+    # size (a flat 1e-4 failed on an AVX2-only CPU); the adapter itself moves them by more than 1e-2 (below)
+    scale = float(merged_logits.abs().max())
+    assert float((adapter_logits - merged_logits).abs().max()) <= 1e-5 * scale, \
+        (float((adapter_logits - merged_logits).abs().max()), scale)
+    assert float((top_level - merged_logits).abs().max()) <= 1e-5 * scale
     assert not torch.allclose(base_logits, merged_logits, atol=1e-2)  # the adapter really learned something
 
     plain = run_plain_python(f"""

@@ -59,17 +59,21 @@ def test_packed_block_logits_equal_each_document_alone(make):
     assert documents_kept_apart(model, batch)
 
 
-def test_the_check_catches_a_model_that_mixes_documents():
+LONG_DOCS = [list(range(10, 70)), list(range(100, 170)), list(range(200, 250))]  # longer than the check's window
+
+
+@pytest.mark.parametrize("docs,block", [(DOCS, 24), (LONG_DOCS, 64)], ids=["short", "longer-than-the-window"])
+def test_the_check_catches_a_model_that_mixes_documents(docs, block):
     model = tiny("llama", "sdpa")
-    blocks = pack_blocks({"input_ids": DOCS}, block_size=24, pad_id=0)
+    blocks = pack_blocks({"input_ids": docs}, block_size=block, pad_id=0)
     batch = {k: torch.tensor(v) for k, v in blocks.items() if k != "labels"}
+    assert documents_kept_apart(model, batch)
 
     class IgnoresPositions(torch.nn.Module):  # masks with a plain causal mask, as a model with its own masking might
         def forward(self, input_ids, position_ids=None, **kwargs):
             return model(input_ids=input_ids, attention_mask=torch.ones_like(input_ids))
 
     assert not documents_kept_apart(IgnoresPositions(), batch)
-
 
 
 def test_the_check_sees_through_accelerates_bf16_autocast():

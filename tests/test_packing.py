@@ -44,3 +44,36 @@ def test_no_packing_truncates_and_counts():
     blocks = pack_dataset(tokens, block_size=4, pad_id=tokenizer.pad_token_id, packing=False)
     assert len(blocks) == 2
     assert block_stats(2, blocks)["tokens_truncated"] == sum(max(0, n - 4) for n in lengths) > 0
+
+
+def test_map_batches_are_bounded_by_tokens_not_rows(monkeypatch):
+    # whole files as documents: 1000 rows per batch (datasets' default) was the whole corpus in one batch
+    from hftoolkit.data import pack
+    from hftoolkit.data.batch_size import rows_per_batch
+
+    long_docs = Dataset.from_dict({"text": ["x" * 1000] * 10, "n": list(range(10))})
+    assert rows_per_batch(long_docs, "text", budget=2500) == 2
+    assert rows_per_batch(long_docs, "text", budget=10 ** 9) == 1000  # short documents: the usual 1000
+    assert rows_per_batch(long_docs, "n", budget=2500) == 1000  # not text or tokens: left alone
+    tokens = Dataset.from_dict({"input_ids": [list(range(d * 100, d * 100 + 60)) for d in range(6)]})
+    assert rows_per_batch(tokens, "input_ids", budget=130) == 2
+    monkeypatch.setattr(pack, "BATCH_TOKENS", 130)  # two 60-token documents per packing batch
+    blocks = pack_dataset(tokens, block_size=16, pad_id=0, packing=True)
+    # each batch of 120 tokens ends in its own padded block: 3 batches x 8 blocks, not 360 / 16 -> 23
+    assert len(blocks) == 24
+    real = [t for ids, mask in zip(blocks["input_ids"], blocks["attention_mask"]) for t, m in zip(ids, mask) if m]
+    assert real == [t for ids in tokens["input_ids"] for t in ids]  # every token kept, in order
+
+
+def test_whole_files_are_written_a_few_at_a_time(tmp_path, monkeypatch):
+    # one row per file: datasets' text reader buffered 1000 single-row tables (the whole corpus) before writing
+    from hftoolkit.data import batch_size
+    from hftoolkit.data.sources import load_split
+
+    for i in range(5):
+        (tmp_path / f"{i}.txt").write_text(f"file {i} " + "word " * 20 + "\n\nsecond paragraph\n")
+    monkeypatch.setattr(batch_size, "BATCH_CHARACTERS", 260)  # two 126-byte files per written batch
+    split = load_split(str(tmp_path), "data.train", text_documents="file")
+    assert [batch.num_rows for batch in split.data.to_batches()] == [2, 2, 1]
+    assert [t.split()[1] for t in split["text"]] == ["0", "1", "2", "3", "4"]
+    assert split["text"][0].endswith("second paragraph\n")  # whole files, paragraphs and all

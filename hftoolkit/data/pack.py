@@ -14,6 +14,8 @@ it would have alone, so its logits equal those of the document run on its own
 
 from __future__ import annotations
 
+from hftoolkit.data.batch_size import BATCH_CHARACTERS, BATCH_TOKENS, rows_per_batch
+
 IGNORE_INDEX = -100
 
 
@@ -26,7 +28,9 @@ def tokenize_documents(dataset, tokenizer, text_column: str, add_eos: bool, num_
         encoded = tokenizer(texts, add_special_tokens=False)["input_ids"]
         return {"input_ids": [ids + eos for ids in encoded]}
 
-    return dataset.map(encode, batched=True, remove_columns=dataset.column_names, num_proc=num_proc or None,
+    rows = rows_per_batch(dataset, text_column, BATCH_CHARACTERS)
+    return dataset.map(encode, batched=True, batch_size=rows, writer_batch_size=rows,
+                       remove_columns=dataset.column_names, num_proc=num_proc or None,
                        features=token_features("input_ids"), desc="tokenizing")
 
 
@@ -84,7 +88,8 @@ def pack_dataset(tokenized, block_size: int, pad_id: int, packing: bool, num_pro
     """Packed (or truncated) fixed-length blocks ready for `default_data_collator`."""
     step = pack_blocks if packing else truncate_blocks
     columns = ("input_ids", "attention_mask", "labels") + (("position_ids",) if packing else ("truncated",))
-    return tokenized.map(step, batched=True, batch_size=1000, remove_columns=tokenized.column_names,
+    rows = rows_per_batch(tokenized, "input_ids", BATCH_TOKENS)  # the remainder of each batch is padded
+    return tokenized.map(step, batched=True, batch_size=rows, remove_columns=tokenized.column_names,
                          fn_kwargs={"block_size": block_size, "pad_id": pad_id}, num_proc=num_proc or None,
                          features=token_features(*columns), desc="packing" if packing else "truncating")
 

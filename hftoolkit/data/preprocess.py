@@ -22,7 +22,7 @@ def preprocess(recipe: Recipe, loaded: LoadedData, tokenizer, labels: list[str] 
            "preprocess": asdict(prep), "data": {k: v for k, v in asdict(data).items()
                     if k not in ("train", "validation", "extra_text")},  # sources: in data_hash, no passwords
            "task": recipe.model.task, "problem_type": recipe.model.problem_type, "labels": labels,
-           "seed": recipe.training.seed, "version": 2}  # 2: position ids
+           "seed": recipe.training.seed, "version": 3}  # 2: position ids; 3: batches bounded by tokens
 
     def build():
         from datasets import DatasetDict

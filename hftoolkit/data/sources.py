@@ -98,6 +98,11 @@ def load_split(spec, field: str, text_documents: str = "paragraph"):
             check_text_file(file, field)
     sample_by = {"paragraph": "paragraph", "file": "document"}[text_documents]
     options = {"sample_by": sample_by} if builder == "text" else {}
+    if sample_by == "document" and builder == "text":
+        # one row per file: datasets buffers 1000 single-row tables before writing, the whole corpus at once
+        from hftoolkit.data.batch_size import BATCH_CHARACTERS, rows_for
+
+        options["writer_batch_size"] = rows_for(sum(f.stat().st_size for f in files) / len(files), BATCH_CHARACTERS)
     try:
         loaded = datasets.load_dataset(builder, data_files=[str(f) for f in files], split="train", **options)
     except Exception as exc:  # datasets raises many types for unparsable files

@@ -80,6 +80,25 @@ def test_sentences_are_ranked_within_the_retrieved_chunks(corpus, tmp_path):
     assert " ".join(" ".join(h.text for h in inside).split()) == " ".join(top.text.split())  # nothing lost
 
 
+def test_many_questions_at_once_rank_as_one_at_a_time(corpus, tmp_path):
+    """search_many embeds every question's sentences in one pass, longest texts batched first; each
+    question's ranking and scores are those it gets alone, in its own order."""
+    index = tmp_path / "index"
+    build_index(str(corpus), str(index), IndexSettings(chunk_tokens=96, overlap_tokens=24), log=QUIET)
+    questions = ["How thick is the friction lining on a fresh set of pads?", "Which gadget turns the engine over?",
+                 "What number on the sidewall says how heavy a load the tyre can take?", "Why do brakes squeal?"]
+    together = Retriever(str(index), log=QUIET).search_many(questions, top_k=2, sentences=5)
+    for question, hits in zip(questions, together):
+        alone = Retriever(str(index), log=QUIET).search(question, top_k=2, sentences=5)
+        assert [(h.file, h.start, h.end) for h in hits] == [(h.file, h.start, h.end) for h in alone]
+        assert [h.score for h in hits] == pytest.approx([h.score for h in alone], abs=1e-5)
+    embedder = Retriever(str(index), log=QUIET).embedder
+    texts = ["Brakes.", "A much longer sentence about the tread depth of a worn winter tyre on a wet road.", "Oil."]
+    batched = embedder.encode(texts)
+    for text, vector in zip(texts, batched):
+        assert float(vector @ embedder.encode([text])[0]) == pytest.approx(1.0, abs=1e-5)
+
+
 def test_rebuild_embeds_only_changed_files(corpus, tmp_path):
     index = tmp_path / "index"
     build_index(str(corpus), str(index), log=QUIET)

@@ -40,10 +40,13 @@ class SentenceEmbedder:
         return [len(ids) for ids in self.tokenizer(texts, add_special_tokens=False)["input_ids"]]
 
     def encode(self, texts: list[str], batch_size: int = 32, progress=None):
-        """float32 array (len(texts), dimensions), unit length per row."""
+        """float32 array (len(texts), dimensions), unit length per row. Texts are batched longest first, so
+        each batch pads to lengths close to its own (sentences of a corpus vary several-fold in length)."""
         import numpy as np
         import torch
 
+        order = sorted(range(len(texts)), key=lambda i: -len(texts[i]))
+        texts = [texts[i] for i in order]
         vectors = []
         with torch.inference_mode():
             for start in range(0, len(texts), batch_size):
@@ -58,7 +61,12 @@ class SentenceEmbedder:
                 vectors.append(torch.nn.functional.normalize(pooled, dim=-1).numpy())
                 if progress:
                     progress(min(start + batch_size, len(texts)))
-        return np.concatenate(vectors).astype("float32") if vectors else np.zeros((0, self.dimensions), "float32")
+        if not vectors:
+            return np.zeros((0, self.dimensions), "float32")
+        ordered = np.concatenate(vectors).astype("float32")
+        result = np.empty_like(ordered)
+        result[order] = ordered  # back in the caller's order
+        return result
 
 
 def _pooling_mode(folder: Path) -> str:

@@ -157,13 +157,21 @@ class Retriever:
         vectors = self.embedder.encode(queries)
         found = [self.store.search(vector, top_k) for vector in vectors]
         if sentences:
-            found = [self.rank_sentences(vector, hits)[:sentences] for vector, hits in zip(vectors, found)]
+            pieces = [self._sentences(hits) for hits in found]
+            self._embed_sentences([p for some in pieces for p in some])  # one pass for all the queries
+            found = [self._ranked(vector, some)[:sentences] for vector, some in zip(vectors, pieces)]
         return found
 
     def rank_sentences(self, query_vector, hits: list[Hit]) -> list[Hit]:
         """Every sentence of `hits` (once, though chunks overlap) as a hit of its own, most similar to the
         query first. A small reader answers better from the few sentences that matter than from whole
         chunks, where it tends to take a number from the wrong sentence."""
+        pieces = self._sentences(hits)
+        self._embed_sentences(pieces)
+        return self._ranked(query_vector, pieces)
+
+    @staticmethod
+    def _sentences(hits: list[Hit]) -> list[Hit]:
         from dataclasses import replace
 
         from hftoolkit.retrieval.chunking import sentence_spans
@@ -176,10 +184,18 @@ class Retriever:
                     seen.add((hit.file, start))
                     pieces.append(replace(hit, start=start, end=hit.start + span.end,
                                           text=hit.text[span.start:span.end]))
-        keys = [(p.file, p.start, p.end) for p in pieces]
-        new = [(k, p.text) for k, p in zip(keys, pieces) if k not in self._sentence_vectors]
+        return pieces
+
+    def _embed_sentences(self, pieces: list[Hit]) -> None:
+        """Vectors for the sentences not seen before, kept: sentences recur across questions."""
+        new = {(p.file, p.start, p.end): p.text for p in pieces}
+        new = {key: text for key, text in new.items() if key not in self._sentence_vectors}
         if new:
-            self._sentence_vectors.update(zip([k for k, _ in new], self.embedder.encode([t for _, t in new])))
-        scores = [float(self._sentence_vectors[k] @ query_vector) for k in keys]
+            self._sentence_vectors.update(zip(new, self.embedder.encode(list(new.values()))))
+
+    def _ranked(self, query_vector, pieces: list[Hit]) -> list[Hit]:
+        from dataclasses import replace
+
+        scores = [float(self._sentence_vectors[(p.file, p.start, p.end)] @ query_vector) for p in pieces]
         ranked = sorted(range(len(pieces)), key=lambda i: -scores[i])
         return [replace(pieces[i], score=scores[i]) for i in ranked]

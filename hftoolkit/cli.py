@@ -117,7 +117,8 @@ def cmd_push(args) -> None:
 
     done = push_checkpoint(args.checkpoint, args.repo_id, private=args.private, revision=args.revision,
                            commit_message=args.commit_message, endpoint=args.endpoint,
-                           include_training_state=args.include_training_state)
+                           include_training_state=args.include_training_state, prune=args.prune,
+                           log=lambda m: print(m, file=sys.stderr))
     print(f"pushed {done['files']} files of {args.checkpoint} to {done['repo_id']}@{done['revision']}: "
           f"commit {done['commit']} ({done['url']})")
 
@@ -264,6 +265,8 @@ def build_parser() -> argparse.ArgumentParser:
     push.add_argument("--endpoint", help="hub URL (default: HF_ENDPOINT, else huggingface.co)")
     push.add_argument("--include-training-state", action="store_true",
                       help="also upload checkpoints/ (optimizer and scheduler state for resuming)")
+    push.add_argument("--prune", action="store_true", help="delete files an earlier hftoolkit push sent that the "
+                      "folder no longer has (listed first); files anyone else put there are never deleted")
     push.set_defaults(func=cmd_push)
 
     pull_hub = sub.add_parser("pull", help="download a model from a hub into a new folder (safetensors only)")

@@ -13,7 +13,7 @@ import json
 import time
 from pathlib import Path
 
-from hftoolkit.checkpoint.output_dir import check_output_dir
+from hftoolkit.checkpoint.output_dir import check_output_dir, record_written
 
 HELD_OUT_QA = "bundled://corpora/cars/qa/heldout.jsonl"
 GROUPS = ("corpus_only", "paraphrase")
@@ -59,7 +59,9 @@ def run_quickstart(output_dir: str, overrides: list[str], show: int = 6) -> dict
         print(f"Q: {new['question']}\n  base:       {old['answer'][:140]}\n"
               f"  fine-tuned: {new['answer'][:140]}  [{'correct' if new['correct'] else 'miss'}]{source}")
     summary = {"results": results, "seconds": round(time.time() - started, 1)}
-    Path(output_dir, "quickstart_results.json").write_text(json.dumps(summary, indent=2))
+    results_file = Path(output_dir, "quickstart_results.json")
+    results_file.write_text(json.dumps(summary, indent=2))
+    record_written(Path(output_dir), [results_file])
     print(f"\ntotal {summary['seconds']:.0f}s; details in {output_dir}/quickstart_results.json")
     return summary
 

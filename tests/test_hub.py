@@ -41,8 +41,10 @@ def hub_cli(hub, *args, token=None, home=None):
 
 
 def files_of(folder, skip=("checkpoints",)) -> dict:
+    """The checkpoint's files; the hub's copy also holds the push record (what hftoolkit sent), left out."""
     return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*"))
-            if p.is_file() and p.relative_to(folder).parts[0] not in skip and ".cache" not in p.parts}
+            if p.is_file() and p.relative_to(folder).parts[0] not in skip and ".cache" not in p.parts
+            and p.name != ".hftoolkit_push.json"}
 
 
 def greedy(folder, prompt="The brake pads") -> list[int]:
@@ -83,8 +85,9 @@ def test_branch_push_and_pinned_pulls(hub, checkpoints, tmp_path):
     first = hub_cli(hub, "push", checkpoints["v1"], "tester/branching", home=tmp_path)
     assert first.returncode == 0, first.stderr[-2000:]
     main_commit = api.model_info("tester/branching").sha
+    # a new branch starts from main: --prune drops v1's files there, so dev holds v2 alone
     second = hub_cli(hub, "push", checkpoints["v2"], "tester/branching", "--revision", "dev",
-                     "--include-training-state", home=tmp_path)
+                     "--include-training-state", "--prune", home=tmp_path)
     assert second.returncode == 0, second.stderr[-2000:]
     dev_commit = api.model_info("tester/branching", revision="dev").sha
     assert dev_commit != main_commit and api.model_info("tester/branching").sha == main_commit
@@ -102,7 +105,8 @@ def test_branch_push_and_pinned_pulls(hub, checkpoints, tmp_path):
                           "endpoint": hub.endpoint}
         skip = () if expected == "v2" else ("checkpoints",)  # only the dev push carried the training state
         unpickled = {k: v for k, v in files_of(checkpoints[expected], skip).items()
-                     if not k.endswith((".pt", ".pth", ".bin"))}  # pull never fetches pickle files
+                     if not k.endswith((".pt", ".pth", ".bin"))  # pull never fetches pickle files
+                     and not k.startswith("checkpoints/.hftoolkit")}  # the run's own records stay local
         assert {k: v for k, v in files_of(dest, skip).items() if k != "pulled_from.json"} == unpickled
         assert greedy(dest) == greedy(checkpoints[expected])
     again = hub_cli(hub, "pull", "tester/branching", tmp_path / "pulled-v1", home=tmp_path)
@@ -129,6 +133,39 @@ def test_pickle_only_repo_is_refused(hub, tmp_path):
     assert not (tmp_path / "p").exists()
     missing = hub_cli(hub, "pull", "tester/nothing-here", tmp_path / "q", home=tmp_path)
     assert missing.returncode == 2 and "repository tester/nothing-here not found" in missing.stderr
+
+
+def test_push_never_deletes_what_it_did_not_send_and_prune_removes_only_its_own(hub, checkpoints, tmp_path):
+    """A colleague's files on the hub survive every push; --prune deletes only a file an earlier hftoolkit push
+    sent, after naming it. (Before: upload_folder(delete_patterns=["*"]) deleted the colleague's files.)"""
+    import shutil
+
+    api = HfApi(endpoint=hub.endpoint, token=hub.token)
+    older = tmp_path / "older"
+    shutil.copytree(checkpoints["v1"], older, ignore=shutil.ignore_patterns("checkpoints"))
+    (older / "extra_eval.json").write_text('{"ours": true}')  # a file only the older push sends
+    first = hub_cli(hub, "push", older, "tester/shared", home=tmp_path)
+    assert first.returncode == 0, first.stderr[-2000:]
+    api.upload_file(path_or_fileobj=b"# colleague's notes", path_in_repo="NOTES.md", repo_id="tester/shared")
+    api.upload_file(path_or_fileobj=b"GGUF-bytes", path_in_repo="gguf/model.gguf", repo_id="tester/shared")
+
+    plain = hub_cli(hub, "push", checkpoints["v1"], "tester/shared", home=tmp_path)
+    assert plain.returncode == 0, plain.stderr[-2000:]
+    after = set(api.list_repo_files("tester/shared"))
+    assert {"NOTES.md", "gguf/model.gguf", "extra_eval.json"} <= after
+    assert plain.stderr.strip() == ("push: 1 files from an earlier hftoolkit push are not in run and stay on the "
+                                    "hub (extra_eval.json); pass --prune to delete them")
+
+    pruned = hub_cli(hub, "push", checkpoints["v1"], "tester/shared", "--prune", home=tmp_path)
+    assert pruned.returncode == 0, pruned.stderr[-2000:]
+    assert "deleting 1 files an earlier hftoolkit push sent" in pruned.stderr and "extra_eval.json" in pruned.stderr
+    remaining = set(api.list_repo_files("tester/shared"))
+    assert remaining == after - {"extra_eval.json"}
+    assert api.hf_hub_download("tester/shared", "NOTES.md", local_dir=tmp_path / "n") and \
+        (tmp_path / "n" / "NOTES.md").read_bytes() == b"# colleague's notes"
+    record = json.loads((tmp_path / "rec" / ".hftoolkit_push.json").read_text()) if api.hf_hub_download(
+        "tester/shared", ".hftoolkit_push.json", local_dir=tmp_path / "rec") else None
+    assert record["files"] == sorted(files_of(checkpoints["v1"]))  # the pruned file is no longer counted ours
 
 
 def test_recipe_pushes_when_training_ends(hub, tmp_path):

@@ -24,6 +24,35 @@ def test_overwrite_refuses_a_folder_hftoolkit_did_not_write(tmp_path):
     assert sorted(p.name for p in mine.iterdir()) == ["notes.txt"] and (mine / "notes.txt").read_text() == "my notes"
 
 
+def test_overwrite_deletes_only_what_the_run_wrote(tmp_path):
+    """A note and a folder the user saved into a finished run survive --overwrite untouched, the new run is
+    complete, and one line names what was kept. (Before: clear_run removed the whole folder.)"""
+    recipe = tiny_recipe(tmp_path)
+    run = tmp_path / "run"
+    assert run_cli("train", recipe).returncode == 0
+    (run / "notes.md").write_text("what I found")
+    (run / "eval" / "deep").mkdir(parents=True)
+    (run / "eval" / "deep" / "answers.json").write_text("[1, 2]")
+    (run / "logs" / "mine.txt").write_text("inside a folder of ours")
+    (run / "empty_folder").mkdir()
+    first_metrics = (run / "metrics.json").read_text()
+    (run / "metrics.json").write_text("{}")  # so a run that never saves again cannot pass for complete
+    done = run_cli("train", recipe, "training.seed=7", "--overwrite")
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert ("--overwrite: removed the earlier run's" in done.stdout and
+            "kept 3 that hftoolkit did not write: eval/deep/answers.json, logs/mine.txt, notes.md" in done.stdout)
+    assert (run / "notes.md").read_text() == "what I found"
+    assert (run / "eval" / "deep" / "answers.json").read_text() == "[1, 2]"
+    assert (run / "logs" / "mine.txt").read_text() == "inside a folder of ours" and (run / "empty_folder").is_dir()
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert metrics["train_steps"] == 6 and (run / "metrics.json").read_text() != first_metrics
+    assert len(list((run / "logs").glob("events.out.tfevents.*"))) == 1  # the old run's event file went
+    manifest = json.loads((run / "checkpoints" / ".hftoolkit_files").read_text())
+    assert "notes.md" not in manifest and {"config.json", "model.safetensors", "metrics.json"} <= set(manifest)
+    again = run_cli("train", recipe, "--overwrite")
+    assert again.returncode == 0 and (run / "notes.md").read_text() == "what I found"
+
+
 def test_quickstart_refuses_a_folder_with_an_unrelated_file(tmp_path):
     (tmp_path / "thesis.tex").write_text("years of work")
     for target in (str(tmp_path), "."):

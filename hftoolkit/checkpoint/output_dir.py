@@ -1,8 +1,11 @@
-"""Guard the output folder: a finished run is never overwritten by accident, and a folder hftoolkit did not
-create is never deleted (only folders carrying the run marker can be replaced with --overwrite)."""
+"""Guard the output folder: a finished run is never overwritten by accident, and nothing hftoolkit did not
+write is ever deleted. Only folders carrying the run marker can be replaced with --overwrite, and then only
+the files the run recorded in its manifest (next to the marker) go: a notebook or a note the user saved into
+the run folder stays where it is."""
 
 from __future__ import annotations
 
+import fnmatch
 import json
 import shutil
 import time
@@ -13,6 +16,14 @@ from hftoolkit.errors import UserError
 FINISHED_MARKER = "metrics.json"  # written last, so its presence means the run finished
 TRAINER_DIR = "checkpoints"  # resumable Trainer checkpoints live here
 RUN_MARKER = f"{TRAINER_DIR}/.hftoolkit_run"  # written before training writes anything: "this folder is ours"
+MANIFEST = f"{TRAINER_DIR}/.hftoolkit_files"  # every file the run wrote, relative to the run folder
+# written as training goes, by the Trainer (resumable state) and TensorBoard, so named by pattern
+LIBRARY_WRITTEN = (f"{TRAINER_DIR}/checkpoint-*", "logs/events.out.tfevents.*")
+# a run from before the manifest: the names its checkpoint writer used (files at the top, adapter/ below)
+LEGACY_WRITTEN = ("config.json", "generation_config.json", "*.safetensors", "model.safetensors.index.json",
+                  "tokenizer*", "special_tokens_map.json", "added_tokens.json", "chat_template.jinja", "vocab.*",
+                  "merges.txt", "spiece.model", "recipe.yaml", "README.md", "loss_curve.png", "trainer_log.json",
+                  "metrics.json", "retrieval.json", "quickstart_results.json", "adapter/*", f"{TRAINER_DIR}/*")
 
 
 def check_output_dir(path: str, resume: bool, overwrite: bool) -> Path:
@@ -63,6 +74,8 @@ def claim_output_dir(out: Path, recipe: dict | None = None, data_hash: str | Non
     if not marker.is_file():
         marker.write_text(json.dumps({"started": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "recipe": recipe,
                                       "data": data_hash}))
+    if _read_manifest(out) is None:
+        record_written(out, [])
 
 
 def check_resume_matches(out: Path, recipe: dict, data_hash: str) -> None:
@@ -89,11 +102,61 @@ def _changed_keys(before, after, prefix: str = "") -> list[str]:
     return [] if before == after else [prefix.rstrip(".")]
 
 
-def clear_run(out: Path) -> None:
-    """Delete an earlier run (for --overwrite); refuses any folder without the run marker."""
+def record_written(out: Path, paths, staged_in: Path | None = None) -> None:
+    """Add files (or folders: every file below them) to the run's manifest, so --overwrite can remove exactly
+    them. `staged_in`: the paths lie in this staging folder now and will be moved to the same place in `out`."""
+    manifest = out / MANIFEST
+    recorded = set(_read_manifest(out) or [])
+    for path in map(Path, paths):
+        files = [p for p in path.rglob("*") if p.is_file()] if path.is_dir() else [path]
+        recorded.update(p.relative_to(staged_in or out).as_posix() for p in files)
+    manifest.parent.mkdir(parents=True, exist_ok=True)
+    staged = manifest.with_name(manifest.name + ".tmp")
+    staged.write_text(json.dumps(sorted(recorded), indent=0))
+    staged.replace(manifest)
+
+
+def _read_manifest(out: Path) -> list[str] | None:
+    try:
+        return json.loads((out / MANIFEST).read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def written_by_us(out: Path) -> tuple[list[Path], list[Path]]:
+    """(the run's files, everything else) under `out`: the manifest and the library patterns decide."""
+    recorded = _read_manifest(out)
+    patterns = LIBRARY_WRITTEN if recorded is not None else LIBRARY_WRITTEN + LEGACY_WRITTEN
+    recorded = set(recorded or []) | {RUN_MARKER, MANIFEST}
+    ours, theirs = [], []
+    for path in sorted(p for p in out.rglob("*") if p.is_file() or p.is_symlink()):
+        relative = path.relative_to(out).as_posix()
+        prefixes = ["/".join(relative.split("/")[:n]) for n in range(1, relative.count("/") + 2)]
+        mine = relative in recorded or any(fnmatch.fnmatchcase(prefix, pattern) for pattern in patterns
+                                           for prefix in prefixes)
+        (ours if mine else theirs).append(path)
+    return ours, theirs
+
+
+def clear_run(out: Path, log=print) -> list[str]:
+    """Delete an earlier run's files (for --overwrite), keep everything else and name it in one line.
+    Refuses any folder without the run marker. Returns the kept paths, relative to `out`."""
     if not is_ours(out):
         raise UserError(f"--overwrite: '{out}' holds files hftoolkit did not write (no {RUN_MARKER}); not deleting it")
-    shutil.rmtree(out)
+    ours, theirs = written_by_us(out)
+    emptied = set()
+    for path in ours:
+        path.unlink()
+        emptied.update(parent for parent in path.parents if out in parent.parents)
+    for folder in sorted(emptied, key=lambda p: len(p.parts), reverse=True):
+        if not any(folder.iterdir()):
+            folder.rmdir()  # only folders our files left empty: an empty folder of the user's stays
+    kept = [p.relative_to(out).as_posix() for p in theirs]
+    if kept:
+        shown = ", ".join(kept[:5]) + (f" and {len(kept) - 5} more" if len(kept) > 5 else "")
+        log(f"--overwrite: removed the earlier run's {len(ours)} files; kept {len(kept)} that hftoolkit did not "
+            f"write: {shown}")
+    return kept
 
 
 def check_disk_space(out: Path, model, resumable_copies: int = 2) -> None:

@@ -13,20 +13,24 @@ from pathlib import Path
 import yaml
 
 from hftoolkit.checkpoint.card import model_card, plot_loss_curve
-from hftoolkit.checkpoint.output_dir import FINISHED_MARKER
+from hftoolkit.checkpoint.output_dir import FINISHED_MARKER, record_written
+from hftoolkit.checkpoint.portable import portable_path, portable_recipe
 from hftoolkit.models.load import AUTO_CLASSES
+from hftoolkit.models.registry import KNOWN_MODELS, pulled_folder
 
 
 def save_checkpoint(out: Path, model, tokenizer, recipe: dict, metrics: dict, log_history: list[dict],
                     index_record: dict | None = None) -> None:
     """`index_record` ({retriever, top_k, passage_tokens}) writes retrieval.json: the index the model
     learned to read, used by `generate` by default."""
+    recipe = portable_recipe(recipe, out)  # what the folder says of its making names no local path
     staging = out / ".staging"
     shutil.rmtree(staging, ignore_errors=True)
     staging.mkdir(parents=True)
     lora = recipe["training"]["lora"]
     if lora["enabled"]:
         model.save_pretrained(str(staging / "adapter"))
+        portable_adapter_config(staging / "adapter", out / "adapter")
         if lora["save_merged"]:
             model = model.merge_and_unload()
     if not lora["enabled"] or lora["save_merged"]:
@@ -37,7 +41,7 @@ def save_checkpoint(out: Path, model, tokenizer, recipe: dict, metrics: dict, lo
     from hftoolkit.retrieval.checkpoint_index import RECORD_FILE, record_index
 
     if index_record:
-        record_index(staging, **index_record)
+        record_index(staging, **index_record, checkpoint=out)
     else:
         (out / RECORD_FILE).unlink(missing_ok=True)  # a resumed or replaced run must not inherit one
     if log_history:
@@ -45,12 +49,41 @@ def save_checkpoint(out: Path, model, tokenizer, recipe: dict, metrics: dict, lo
     (staging / "README.md").write_text(model_card(recipe, metrics, AUTO_CLASSES[recipe["model"]["task"]]))
     (staging / "trainer_log.json").write_text(json.dumps(log_history, indent=1))
     (staging / FINISHED_MARKER).write_text(json.dumps(metrics, indent=2))
-    for item in sorted(staging.iterdir(), key=lambda p: p.name == FINISHED_MARKER):
-        target = out / item.name
-        if target.is_dir():
-            shutil.rmtree(target)
-        item.replace(target)
+    items = sorted(staging.iterdir(), key=lambda p: p.name == FINISHED_MARKER)
+    record_written(out, items, staged_in=staging)  # before they land: a crash mid-move stays ours
+    for item in items:
+        move_into(item, out / item.name)
     staging.rmdir()
+
+
+def move_into(item: Path, target: Path) -> None:
+    """Move a staged file or folder into place; a folder is merged file by file, so a file the user put in,
+    say, adapter/ survives a new save."""
+    if item.is_dir() and not item.is_symlink():
+        if target.exists() and not target.is_dir():
+            target.unlink()
+        target.mkdir(exist_ok=True)
+        for child in item.iterdir():
+            move_into(child, target / child.name)
+        item.rmdir()
+    else:
+        if target.is_dir():
+            shutil.rmtree(target)  # a folder where our file goes: only a run of ours made it (output dir claimed)
+        item.replace(target)
+
+
+def portable_adapter_config(staged: Path, final: Path) -> None:
+    """adapter_config.json names its base by hub id when it is a known model (not our cache folder, which is
+    under the user's home), else by a path relative to where the adapter will be."""
+    config_file = staged / "adapter_config.json"
+    config = json.loads(config_file.read_text())
+    base = config.get("base_model_name_or_path")
+    if not base:
+        return
+    known = {str(pulled_folder(m).resolve()): m.hub_id for m in KNOWN_MODELS.values()}
+    config["base_model_name_or_path"] = known.get(str(Path(base).expanduser().resolve()) if base.startswith(
+        ("/", "~")) else base, portable_path(base, final))
+    config_file.write_text(json.dumps(config, indent=2, sort_keys=True))
 
 
 def set_generation_defaults(model, tokenizer, num_beams: int = 1) -> None:

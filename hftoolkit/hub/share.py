@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import tempfile
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -20,6 +21,7 @@ from hftoolkit.errors import UserError
 TRAINING_STATE = "checkpoints"  # resumable Trainer state: optimizer, RNG, scheduler
 PICKLE_PATTERNS = ["*.bin", "*.pt", "*.pth", "*.pkl", "*.pickle", "*.ckpt", "*.joblib"]
 PULL_RECORD = "pulled_from.json"
+PUSH_RECORD = ".hftoolkit_push.json"  # in the hub repository: the files the last push sent
 
 
 def _endpoint(endpoint: str | None) -> str:
@@ -81,19 +83,22 @@ def check_repo_id(repo_id: str, field: str = "REPO_ID") -> None:
 
 def push_checkpoint(folder: str, repo_id: str, private: bool = False, revision: str = "main",
                     commit_message: str | None = None, endpoint: str | None = None,
-                    include_training_state: bool = False) -> dict:
-    """Upload a checkpoint folder as one commit on `revision` (a branch, created when missing), replacing
-    whatever that revision held, so a branch never mixes files of two runs."""
-    from huggingface_hub import HfApi
+                    include_training_state: bool = False, prune: bool = False, log=print) -> dict:
+    """Upload a checkpoint folder as one commit on `revision` (a branch, created when missing). Files we send
+    replace their namesakes; nothing else in the repository is touched, since a colleague's README, eval file
+    or GGUF there is not ours. The commit records what it sent (PUSH_RECORD); `prune` then deletes only files
+    an earlier hftoolkit push sent that this folder no longer has, after naming them."""
+    from huggingface_hub import CommitOperationAdd, CommitOperationDelete, HfApi
 
     check_repo_id(repo_id)
     source = Path(folder)
     if not (source / "config.json").is_file() or not list(source.glob("*.safetensors")):
         raise UserError(f"CHECKPOINT: '{folder}' is not a checkpoint folder (config.json and *.safetensors); "
                         "give a folder written by `hftoolkit train`")
-    ignore = [] if include_training_state else [f"{TRAINING_STATE}/*"]
-    files = [p for p in source.rglob("*") if p.is_file() and (include_training_state or
-                                                              p.relative_to(source).parts[0] != TRAINING_STATE)]
+    files, unsent = files_to_publish(source, include_training_state)
+    if unsent:
+        log(f"push: not sending {len(unsent)} files hftoolkit did not write in {source.name} "
+            f"({', '.join(unsent[:5])}{' ...' if len(unsent) > 5 else ''}); upload them yourself if you mean to")
     where = _endpoint(endpoint)
     api = HfApi(endpoint=where)
     with hub_errors("push", repo_id, where):
@@ -101,12 +106,54 @@ def push_checkpoint(folder: str, repo_id: str, private: bool = False, revision: 
         api.create_repo(repo_id, private=private, exist_ok=True)
         if revision != "main":
             api.create_branch(repo_id, branch=revision, exist_ok=True)
-        commit = api.upload_folder(folder_path=str(source), repo_id=repo_id, revision=revision,
-                                   commit_message=commit_message or f"Upload {source.name} with hftoolkit",
-                                   ignore_patterns=ignore or None,
-                                   delete_patterns=["*"])  # the revision mirrors the folder: no stale files
+        stale = sorted(set(_pushed_before(api, repo_id, revision)) - set(files))
+        if stale and prune:
+            log(f"push --prune: deleting {len(stale)} files an earlier hftoolkit push sent that "
+                f"{source.name} no longer has: {', '.join(stale)}")
+        elif stale:
+            log(f"push: {len(stale)} files from an earlier hftoolkit push are not in {source.name} and stay on "
+                f"the hub ({', '.join(stale[:5])}{' ...' if len(stale) > 5 else ''}); pass --prune to delete them")
+        kept_ours = [] if prune else stale  # still on the hub and still ours: a later --prune may delete them
+        record = json.dumps({"pushed_by": "hftoolkit", "files": sorted(files + kept_ours)}, indent=1).encode()
+        operations = [CommitOperationAdd(path_in_repo=name, path_or_fileobj=str(source / name)) for name in files]
+        operations.append(CommitOperationAdd(path_in_repo=PUSH_RECORD, path_or_fileobj=record))
+        if prune:
+            operations += [CommitOperationDelete(path_in_repo=name) for name in stale]
+        commit = api.create_commit(repo_id, operations=operations, revision=revision,
+                                   commit_message=commit_message or f"Upload {source.name} with hftoolkit")
     return {"repo_id": repo_id, "revision": revision, "commit": commit.oid, "url": commit.commit_url,
-            "files": len(files)}
+            "files": len(files), "stale": stale, "pruned": stale if prune else []}
+
+
+def files_to_publish(source: Path, include_training_state: bool) -> tuple[list[str], list[str]]:
+    """(files to send, files left out): a run folder sends what the run wrote, never a note or notebook the user
+    saved beside it; any other folder (a merge, a conversion) is sent whole. Resumable state only on request."""
+    from hftoolkit.checkpoint.output_dir import is_ours, written_by_us
+
+    every = [p for p in source.rglob("*") if p.is_file() and p.name != PUSH_RECORD]
+    ours = set(written_by_us(source)[0]) if is_ours(source) else set(every)
+    state = [p for p in every if p.relative_to(source).parts[0] == TRAINING_STATE]
+    chosen = [p for p in every if p in ours and p not in state or include_training_state and p in state
+              and not p.name.startswith(".hftoolkit")]
+    unsent = [p for p in every if p not in ours and p not in state]
+    return ([p.relative_to(source).as_posix() for p in sorted(chosen)],
+            [p.relative_to(source).as_posix() for p in sorted(unsent)])
+
+
+def _pushed_before(api, repo_id: str, revision: str) -> list[str]:
+    """Files the last hftoolkit push to this revision sent that are still there (none for a new repository)."""
+    from huggingface_hub import hf_hub_download
+
+    present = set(api.list_repo_files(repo_id, revision=revision))
+    if PUSH_RECORD not in present:
+        return []
+    with tempfile.TemporaryDirectory() as tmp:
+        path = hf_hub_download(repo_id, PUSH_RECORD, revision=revision, endpoint=api.endpoint, local_dir=tmp)
+        try:
+            sent = json.loads(Path(path).read_text()).get("files", [])
+        except ValueError:
+            return []  # an edited, broken record: prune nothing rather than guess
+    return [name for name in sent if isinstance(name, str) and name in present]
 
 
 def pull_checkpoint(repo_id: str, dest: str, revision: str = "main", endpoint: str | None = None) -> dict:
@@ -128,7 +175,7 @@ def pull_checkpoint(repo_id: str, dest: str, revision: str = "main", endpoint: s
     def write(staging: Path) -> None:
         with hub_errors("pull", repo_id, where):
             snapshot_download(repo_id, revision=info.sha, local_dir=str(staging), endpoint=where,
-                              ignore_patterns=PICKLE_PATTERNS)
+                              ignore_patterns=[*PICKLE_PATTERNS, PUSH_RECORD])
         shutil.rmtree(staging / ".cache", ignore_errors=True)  # huggingface_hub's download bookkeeping
         if not (staging / "config.json").is_file():
             raise UserError(f"pull: {repo_id}@{revision} has no config.json; it is not a transformers model")

@@ -45,11 +45,12 @@ def open_context(checkpoint: str, context: str | None, top_k: int | None, passag
     if context == "auto":
         if not record.get("index"):
             return None
-        if not Path(record["index"]).is_dir():
+        recorded = Path(checkpoint) / record["index"]  # relative to the checkpoint (an absolute one stays as is)
+        if not recorded.is_dir():
             log(f"note: '{checkpoint}' was trained with the index {record['index']}, which is gone; answering "
                 "without retrieval (pass --context INDEX to name one)")
             return None
-        context = record["index"]
+        context = str(recorded)
     if top_k is not None and top_k < 1:
         raise UserError(f"--top-k: {top_k} must be at least 1")
     if passage_tokens is not None and passage_tokens < 16:
@@ -61,9 +62,15 @@ def open_context(checkpoint: str, context: str | None, top_k: int | None, passag
                          sentences if sentences is not None else int(record.get("sentences") or 0))
 
 
-def record_index(folder: Path, retriever, top_k: int, passage_tokens: int, sentences: int = 0) -> None:
-    """Write retrieval.json into a checkpoint folder being saved."""
+def record_index(folder: Path, retriever, top_k: int, passage_tokens: int, sentences: int = 0,
+                 checkpoint: Path | None = None) -> None:
+    """Write retrieval.json into a checkpoint folder being saved (`folder`, staged for `checkpoint`): the index
+    path relative to the checkpoint, so the record holds no local path and survives moving both together."""
+    from hftoolkit.checkpoint.portable import portable_path
+
+    where = Path(checkpoint or folder)
+    embedder = retriever.store.meta().get("embedder")
     (folder / RECORD_FILE).write_text(json.dumps({
-        "index": retriever.path, "fingerprint": retriever.fingerprint, "top_k": top_k,
-        "passage_tokens": passage_tokens, "sentences": sentences,
-        "embedder": retriever.store.meta().get("embedder")}, indent=2))
+        "index": portable_path(str(Path(retriever.path).resolve()), where), "fingerprint": retriever.fingerprint,
+        "top_k": top_k, "passage_tokens": passage_tokens, "sentences": sentences,
+        "embedder": portable_path(embedder, where) if isinstance(embedder, str) else embedder}, indent=2))

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from hftoolkit.checkpoint.open import check_safetensors
 from hftoolkit.errors import UserError
 
 
@@ -22,6 +23,7 @@ class SentenceEmbedder:
 
         self.name = name
         self.path = resolve_model_path(name, log, field="embedder")
+        check_safetensors(self.path, f"embedder '{name}'")
         try:
             self.tokenizer = AutoTokenizer.from_pretrained(self.path)
             self.model = AutoModel.from_pretrained(self.path, dtype=torch.float32, use_safetensors=True).eval()

@@ -60,7 +60,7 @@ def train(recipe: Recipe, resume: bool = False, overwrite: bool = False, log=pri
 
     if distributed.is_main():
         if overwrite and out.exists() and any(out.iterdir()):
-            clear_run(out)  # only now: bad input above must never cost the user an old run
+            clear_run(out, log)  # only now: bad input above must never cost the user an old run
         claim_output_dir(out, to_dict(recipe), loaded.content_hash)
         check_disk_space(out, model)
     distributed.wait_for_everyone()
@@ -105,7 +105,7 @@ def train(recipe: Recipe, resume: bool = False, overwrite: bool = False, log=pri
         if recipe.output.push_to:
             from hftoolkit.hub.share import push_checkpoint
 
-            pushed = push_checkpoint(str(out), recipe.output.push_to, private=recipe.output.push_private)
+            pushed = push_checkpoint(str(out), recipe.output.push_to, private=recipe.output.push_private, log=log)
             log(f"pushed {pushed['files']} files to {pushed['repo_id']}: commit {pushed['commit']}")
     distributed.wait_for_everyone()
     return metrics
@@ -197,11 +197,22 @@ def tensorboard_callback(log_dir: Path):
 
     transformers' callback closes its writer when training ends; the final `evaluate()` then opened a new one
     under the Trainer's default folder (checkpoints/runs/DATE_HOST/), so that evaluation missed logs/. Here the
-    writer stays open until `close()`, after the final evaluation."""
+    writer stays open until `close()`, after the final evaluation. The logs are published with the checkpoint,
+    so the texts it logs (arguments, model config) show no local path and the file name no host name."""
+    import socket
+
     from torch.utils.tensorboard import SummaryWriter
     from transformers.integrations import TensorBoardCallback
 
+    from hftoolkit.checkpoint.portable import portable_text
+
     class RunTensorBoard(TensorBoardCallback):
+        def on_train_begin(self, args, state, control, **kwargs):
+            add_text = self.tb_writer.add_text
+            self.tb_writer.add_text = lambda tag, text, *a, **k: add_text(
+                tag, portable_text(text, log_dir.parent) if isinstance(text, str) else text, *a, **k)
+            super().on_train_begin(args, state, control, **kwargs)
+
         def on_train_end(self, args, state, control, **kwargs):
             if self.tb_writer is not None:
                 self.tb_writer.flush()
@@ -210,6 +221,9 @@ def tensorboard_callback(log_dir: Path):
             if self.tb_writer is not None:
                 self.tb_writer.close()
                 self.tb_writer = None
+                host = f".{socket.gethostname()}."
+                for event_file in log_dir.glob(f"events.out.tfevents.*{host}*"):
+                    event_file.rename(event_file.with_name(event_file.name.replace(host, ".hftoolkit.")))
 
     return RunTensorBoard(tb_writer=SummaryWriter(log_dir=str(log_dir)))
 

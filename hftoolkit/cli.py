@@ -12,6 +12,7 @@ import shutil
 import sys
 
 from hftoolkit.errors import TrainingStopped, UserError
+from hftoolkit.redact import redact
 
 
 def cmd_train(args) -> None:
@@ -356,10 +357,10 @@ def main(argv: list[str] | None = None) -> int:
     try:
         args.func(args)
     except UserError as exc:
-        print(f"hftoolkit: error: {exc}", file=sys.stderr)
+        print(f"hftoolkit: error: {redact(exc)}", file=sys.stderr)
         return exc.exit_code
     except TrainingStopped as exc:
-        print(f"hftoolkit: {exc}", file=sys.stderr)
+        print(f"hftoolkit: {redact(exc)}", file=sys.stderr)
         return exc.exit_code
     except KeyboardInterrupt:
         print("hftoolkit: interrupted", file=sys.stderr)

@@ -16,7 +16,7 @@ import json
 import shutil
 import tempfile
 
-from hftoolkit.db.uri import database_errors, open_engine, redact
+from hftoolkit.db.uri import database_errors, error_line, open_engine, redact
 from hftoolkit.errors import UserError
 
 ROWS_PER_BATCH = 2_000
@@ -85,7 +85,7 @@ def load_sql(source, field: str):
     except UserError:
         raise
     except Exception as exc:  # pandas wraps driver errors in its own DatabaseError
-        raise UserError(f"{field}: reading {describe(source)} failed ({str(exc).splitlines()[0][:160]}); "
+        raise UserError(f"{field}: reading {describe(source)} failed ({error_line(exc, source.uri)}); "
                         "check the table or query") from None
     finally:
         engine.dispose()

@@ -7,11 +7,11 @@ PGPASSWORD/PGUSER/... variables and ~/.pgpass work when the URI has no password.
 
 from __future__ import annotations
 
-import re
 from contextlib import contextmanager
 from pathlib import Path
 
 from hftoolkit.errors import UserError
+from hftoolkit.redact import redact, remember_uri, with_encoded_password
 
 SCHEMES = ("sqlite", "postgresql", "postgres")
 HINT = "use sqlite:///path.db or postgresql://user@host:port/db"
@@ -21,14 +21,7 @@ def is_database_uri(text) -> bool:
     return isinstance(text, str) and "://" in text and text.split("://", 1)[0].split("+")[0] in SCHEMES
 
 
-def redact(uri: str) -> str:
-    """The URI with its password (if any) replaced by ***."""
-    return re.sub(r"(://[^/@:]*:)[^/@]*@", r"\1***@", uri)
-
-
-def password_of(uri: str) -> str | None:
-    match = re.search(r"://[^/@:]*:([^/@]*)@", uri)
-    return match.group(1) if match else None
+__all__ = ["redact", "open_engine", "error_line", "database_errors", "is_database_uri"]
 
 
 def open_engine(uri: str, field: str, create: bool = False):
@@ -37,6 +30,8 @@ def open_engine(uri: str, field: str, create: bool = False):
     from sqlalchemy.engine import make_url
     from sqlalchemy.exc import ArgumentError
 
+    remember_uri(uri)
+    uri = with_encoded_password(uri)
     if not is_database_uri(uri):
         raise UserError(f"{field}: '{redact(str(uri))}' is not a database URI; {HINT}")
     try:
@@ -59,12 +54,10 @@ def open_engine(uri: str, field: str, create: bool = False):
 
 def error_line(exc: BaseException, uri: str) -> str:
     """The first line of a driver error, without SQL echo, links or the password."""
+    remember_uri(uri)
     original = getattr(exc, "orig", None) or exc
-    text = str(original).strip().splitlines()[0] if str(original).strip() else type(original).__name__
-    secret = password_of(uri)
-    if secret:
-        text = text.replace(secret, "***")
-    return text[:200]
+    text = redact(str(original).strip())  # before cutting: a secret split by the cut would escape the mask
+    return (text.splitlines()[0] if text else type(original).__name__)[:200]
 
 
 @contextmanager

@@ -15,9 +15,9 @@ import os
 import sys
 from pathlib import Path
 
-from hftoolkit.db.uri import redact
 from hftoolkit.errors import UserError
 from hftoolkit.file_hash import sha256_file
+from hftoolkit.redact import redact, remember_uri, with_encoded_password
 from hftoolkit.file_lock import file_lock
 from hftoolkit.paths import cache_dir
 
@@ -160,8 +160,9 @@ class RedisBackend:
     def __init__(self, url: str, ttl: int = DEFAULT_TTL):
         import redis
 
+        remember_uri(url)
         self.url, self.ttl = url, ttl
-        self.client = redis.Redis.from_url(url, socket_connect_timeout=1, socket_timeout=2)
+        self.client = redis.Redis.from_url(with_encoded_password(url), socket_connect_timeout=1, socket_timeout=2)
 
     def get(self, key):
         raw = self.client.get(key)
@@ -189,7 +190,7 @@ def open_backend(spec: str | None, ttl: int | None = None):
         try:
             return RedisBackend(spec, ttl or DEFAULT_TTL)
         except ValueError as exc:  # bad port, bad db number: redis-py's URL parser
-            raise UserError(f"--cache: '{redact(spec)}' is not a valid Redis URL ({exc}); use "
+            raise UserError(f"--cache: '{redact(spec)}' is not a valid Redis URL ({redact(exc)}); use "
                             "redis://[:password@]host:port/db") from None
     if spec == "disk":
         return DiskBackend(ttl=ttl)
@@ -224,7 +225,7 @@ class ResponseCache:
             if self.down_since is None:
                 self.down_since = time.monotonic()
                 self.warn(f"warning: response cache unavailable ({self.backend.name}: {type(exc).__name__}: "
-                          f"{str(exc)[:120]}); generating without it, retrying every {self.retry_seconds:g} s")
+                          f"{redact(exc)[:120]}); generating without it, retrying every {self.retry_seconds:g} s")
             self.retry_at = time.monotonic() + self.retry_seconds
             return None
         if self.down_since is not None:

@@ -123,8 +123,8 @@ def _input_lines():
 
 
 def cmd_cache(args) -> None:
-    from hftoolkit.db.uri import password_of, redact
     from hftoolkit.generate.cache import open_backend
+    from hftoolkit.redact import redact
 
     backend = open_backend(args.cache)
     if backend is None:
@@ -136,7 +136,7 @@ def cmd_cache(args) -> None:
             print(f"removed {backend.clear()} cached responses from {backend.name}")
     except Exception as exc:  # an unreachable Redis is a user-facing condition here
         raise UserError(f"cache {redact(args.cache)} is unavailable ({type(exc).__name__}: "
-                        f"{str(exc).replace(password_of(args.cache) or chr(0), '***')[:120]})") from None
+                        f"{redact(exc)[:120]})") from None
 
 
 def context_from(args) -> dict:

@@ -17,6 +17,7 @@ from pathlib import Path
 
 from hftoolkit.checkpoint.new_folder import write_new_folder
 from hftoolkit.errors import UserError
+from hftoolkit.redact import redact, remember_secret
 
 TRAINING_STATE = "checkpoints"  # resumable Trainer state: optimizer, RNG, scheduler
 PICKLE_PATTERNS = ["*.bin", "*.pt", "*.pth", "*.pkl", "*.pickle", "*.ckpt", "*.joblib"]
@@ -43,9 +44,8 @@ def hub_errors(action: str, repo_id: str, endpoint: str):
                                         RevisionNotFoundError)
 
     def clean(text: str) -> str:
-        secret = _secret()
-        first = (text.strip().splitlines() or [""])[0]
-        return (first.replace(secret, "***") if secret else first)[:160]
+        remember_secret(_secret())
+        return (redact(text).strip().splitlines() or [""])[0][:160]
 
     try:
         yield

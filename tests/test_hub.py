@@ -2,6 +2,7 @@
 with the real huggingface_hub client. Every command's output is checked for the token."""
 
 import json
+from pathlib import Path
 
 import pytest
 import torch
@@ -166,6 +167,49 @@ def test_push_never_deletes_what_it_did_not_send_and_prune_removes_only_its_own(
     record = json.loads((tmp_path / "rec" / ".hftoolkit_push.json").read_text()) if api.hf_hub_download(
         "tester/shared", ".hftoolkit_push.json", local_dir=tmp_path / "rec") else None
     assert record["files"] == sorted(files_of(checkpoints["v1"]))  # the pruned file is no longer counted ours
+
+
+def test_published_files_hold_no_local_path(hub, tiny_chat_model, brakes_tyres_index, tmp_path):
+    """A LoRA run with retrieval, trained from a temporary folder with absolute paths everywhere, then pushed:
+    no uploaded file names that folder, the home folder or this host (recipe.yaml, model card, retrieval.json,
+    adapter_config.json, TensorBoard texts and file names). (Before: recipe.yaml, README.md and the TensorBoard
+    arguments held the absolute paths; retrieval.json and adapter_config.json the index and base folders.)"""
+    import shutil
+    import socket
+
+    import yaml
+
+    shutil.copytree(brakes_tyres_index, tmp_path / "index")
+    qa = tmp_path / "qa.jsonl"
+    qa.write_text("".join(json.dumps({"question": f"What is part {i}?", "answer": f"Part {i} is the caliper."})
+                          + "\n" for i in range(8)))
+    recipe = tmp_path / "recipe.yaml"
+    recipe.write_text(yaml.safe_dump({
+        "model": {"name": str(tiny_chat_model)},
+        "data": {"train": str(qa), "validation": str(qa), "format": "qa",
+                 "retrieval": {"index": str(tmp_path / "index"), "top_k": 1, "context_tokens": 64,
+                               "distractor_percent": 0}},
+        "preprocess": {"block_size": 200},
+        "training": {"max_steps": 2, "batch_size": 4, "precision": "fp32", "eval_steps": 2, "save_steps": 2,
+                     "lora": {"enabled": True, "r": 2, "alpha": 4, "target_modules": ["q_proj", "v_proj"]}},
+        "output": {"dir": str(tmp_path / "run"), "push_to": "tester/no-paths"}}))
+    done = hub_cli(hub, "train", recipe, home=tmp_path / "home")
+    assert done.returncode == 0, done.stderr[-3000:]
+    downloaded = tmp_path / "dl"
+    snapshot_download("tester/no-paths", endpoint=hub.endpoint, local_dir=downloaded)
+    published = [p for p in downloaded.rglob("*") if p.is_file() and ".cache" not in p.parts]
+    names = {str(p.relative_to(downloaded)) for p in published}
+    assert {"recipe.yaml", "README.md", "retrieval.json", "adapter/adapter_config.json"} <= names
+    assert any(name.startswith("logs/events.out.tfevents.") for name in names)
+    local = [str(tmp_path), str(tmp_path.resolve()), str(tiny_chat_model), str(brakes_tyres_index)]
+    for path in published:
+        text = path.read_bytes().decode("latin-1")
+        assert not [folder for folder in local if folder in text], path
+        if path.suffix in (".json", ".yaml", ".md", ".jinja") or "tfevents" in path.name:
+            assert f"{Path.home()}/" not in text, path
+    assert not [n for n in names if f".{socket.gethostname()}." in n]
+    assert json.loads((downloaded / "retrieval.json").read_text())["index"] == "../index"
+    assert yaml.safe_load((downloaded / "recipe.yaml").read_text())["data"]["train"] == "../qa.jsonl"
 
 
 def test_recipe_pushes_when_training_ends(hub, tmp_path):

@@ -234,7 +234,8 @@ def test_training_records_the_index_and_generate_uses_it(tiny_chat_model, brakes
     assert done.returncode == 0, done.stderr[-3000:]
     run = tmp_path / "run"
     record = json.loads((run / "retrieval.json").read_text())
-    assert record["index"] == str(index.resolve()) and record["top_k"] == 2 and record["passage_tokens"] == 200
+    assert record["index"] == "../index" and (run / record["index"]).resolve() == index.resolve()  # no local path
+    assert record["top_k"] == 2 and record["passage_tokens"] == 200
     assert record["sentences"] == 3
     metrics = json.loads((run / "metrics.json").read_text())
     assert 0.0 <= metrics["eval_answer_accuracy"] <= 1.0 and "eval_answer_accuracy_start" in metrics

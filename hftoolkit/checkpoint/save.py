@@ -73,17 +73,20 @@ def move_into(item: Path, target: Path) -> None:
 
 
 def portable_adapter_config(staged: Path, final: Path) -> None:
-    """adapter_config.json names its base by hub id when it is a known model (not our cache folder, which is
-    under the user's home), else by a path relative to where the adapter will be."""
+    """adapter_config.json (and peft's README.md beside it) name the base by hub id when it is a known model
+    (not our cache folder, which is under the user's home), else by a path relative to where the adapter will be."""
     config_file = staged / "adapter_config.json"
     config = json.loads(config_file.read_text())
     base = config.get("base_model_name_or_path")
     if not base:
         return
     known = {str(pulled_folder(m).resolve()): m.hub_id for m in KNOWN_MODELS.values()}
-    config["base_model_name_or_path"] = known.get(str(Path(base).expanduser().resolve()) if base.startswith(
-        ("/", "~")) else base, portable_path(base, final))
+    local = str(Path(base).expanduser().resolve()) if base.startswith(("/", "~")) else base
+    config["base_model_name_or_path"] = known.get(local, portable_path(base, final))
     config_file.write_text(json.dumps(config, indent=2, sort_keys=True))
+    card = staged / "README.md"
+    if card.is_file() and config["base_model_name_or_path"] != base:
+        card.write_text(card.read_text().replace(base, config["base_model_name_or_path"]))
 
 
 def set_generation_defaults(model, tokenizer, num_beams: int = 1) -> None:

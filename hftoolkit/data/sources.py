@@ -147,6 +147,9 @@ def peek_columns(spec, field: str) -> list[str] | None:
         return sql_columns(spec, field)
     files = expand_files(spec, field)
     if files is None:
+        from hftoolkit.hub.endpoint import check_hub_dataset
+
+        check_hub_dataset(spec, field)  # here, in the recipe check: before any model loads or data is read
         return None
     first = files[0]
     kind = BUILDERS[first.suffix]

@@ -17,6 +17,7 @@ from pathlib import Path
 
 from hftoolkit.checkpoint.new_folder import write_new_folder
 from hftoolkit.errors import UserError
+from hftoolkit.hub.endpoint import network_timeout
 from hftoolkit.redact import redact, remember_secret
 
 TRAINING_STATE = "checkpoints"  # resumable Trainer state: optimizer, RNG, scheduler
@@ -28,6 +29,9 @@ PUSH_RECORD = ".hftoolkit_push.json"  # in the hub repository: the files the las
 def _endpoint(endpoint: str | None) -> str:
     from huggingface_hub import constants
 
+    from hftoolkit.hub.endpoint import bound_hub_requests
+
+    bound_hub_requests()
     return (endpoint or constants.ENDPOINT).rstrip("/")
 
 
@@ -66,12 +70,13 @@ def hub_errors(action: str, repo_id: str, endpoint: str):
                             "write access") from None
         raise UserError(f"{action}: the hub at {endpoint} answered {status} ({clean(str(exc))})") from None
     except (OSError, ValueError) as exc:  # connection refused, DNS, timeouts (httpx errors are OSErrors or not)
-        raise UserError(f"{action}: could not reach the hub at {endpoint} ({type(exc).__name__}: "
+        raise UserError(f"{action} {repo_id}: could not reach the hub at {endpoint} ({type(exc).__name__}: "
                         f"{clean(str(exc))}); check --endpoint/HF_ENDPOINT and the network") from None
     except Exception as exc:
         if type(exc).__module__.startswith(("httpx", "httpcore")):
-            raise UserError(f"{action}: could not reach the hub at {endpoint} ({type(exc).__name__}); check "
-                            "--endpoint/HF_ENDPOINT and the network") from None
+            waited = f", no answer within {network_timeout():g}s" if "Timeout" in type(exc).__name__ else ""
+            raise UserError(f"{action} {repo_id}: could not reach the hub at {endpoint} ({type(exc).__name__}"
+                            f"{waited}); check --endpoint/HF_ENDPOINT and the network") from None
         raise
 
 

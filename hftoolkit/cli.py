@@ -218,8 +218,18 @@ def cmd_quickstart(args) -> None:
     run_quickstart(args.output_dir, args.overrides)
 
 
+def package_version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("hftoolkit")
+    except PackageNotFoundError:  # run from a checkout without installing
+        return "unknown (not installed)"
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="hftoolkit", description="Fine-tune Hugging Face models from recipes.")
+    parser.add_argument("--version", action="version", version=f"hftoolkit {package_version()}")
     sub = parser.add_subparsers(dest="command", required=True)
 
     train = sub.add_parser("train", help="train from a recipe file or bundled recipe name")
@@ -236,7 +246,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     recipes = sub.add_parser("recipes", help="bundled recipes").add_subparsers(dest="action", required=True)
     recipes.add_parser("list", help="names and descriptions").set_defaults(func=cmd_recipes_list)
-    cp = recipes.add_parser("cp", help="copy a bundled recipe to edit")
+    cp = recipes.add_parser("copy", aliases=["cp"], help="copy a bundled recipe (or accelerate/NAME launch config) "
+                            "to a file or folder, to edit")
     cp.add_argument("name")
     cp.add_argument("dest")
     cp.set_defaults(func=cmd_recipes_cp)

@@ -10,8 +10,8 @@ BUNDLED_SCHEME = "bundled://"
 
 
 def bundled_recipes_dir() -> Path:
-    """`recipes/` beside the package: hftoolkit is installed editable (`pip install -e .`) from its checkout."""
-    return PACKAGE_DIR.parent / "recipes"
+    """The recipes shipped inside the package (package data), so a plain `pip install` has them too."""
+    return PACKAGE_DIR / "recipes"
 
 
 def resolve_data_path(path: str) -> str:

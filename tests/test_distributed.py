@@ -97,12 +97,12 @@ def test_full_weights_check_catches_an_incomplete_save(tmp_path):
         check_full_weights(tmp_path / "sharded", model)
 
 
-@pytest.mark.parametrize("path", sorted((REPO / "recipes" / "accelerate").glob("*.yaml")), ids=lambda p: p.name)
+@pytest.mark.parametrize("path", sorted((REPO / "hftoolkit" / "recipes" / "accelerate").glob("*.yaml")), ids=lambda p: p.name)
 def test_accelerate_launch_configs_parse(path):
     from accelerate.commands.config.config_args import load_config_from_file
 
     config = load_config_from_file(str(path))  # accelerate's own loader checks names, enums and types
-    assert path.read_text().startswith("# accelerate launch --config_file recipes/accelerate/") or \
+    assert path.read_text().startswith("# accelerate launch --config_file hftoolkit/recipes/accelerate/") or \
         "two_nodes" in path.name
     assert config.num_processes >= 1
     if config.distributed_type.value == "FSDP":
@@ -113,7 +113,7 @@ def test_accelerate_launch_configs_parse(path):
 
 
 def test_there_are_the_six_launch_configs():
-    assert sorted(p.stem for p in (REPO / "recipes" / "accelerate").glob("*.yaml")) == [
+    assert sorted(p.stem for p in (REPO / "hftoolkit" / "recipes" / "accelerate").glob("*.yaml")) == [
         "deepspeed_zero2", "deepspeed_zero3", "fsdp2_full_shard", "multi_gpu_ddp", "one_gpu", "two_nodes"]
 
 

@@ -26,8 +26,8 @@ def find_recipe(name_or_path: str) -> Path:
     if path.is_file():
         return path
     stem = path.name[:-5] if path.name.endswith(".yaml") else path.name
-    bundled = bundled_recipes_dir() / f"{stem}.yaml"
-    if path.parent == Path(".") and bundled.is_file():
+    bundled = bundled_recipes_dir() / path.parent / f"{stem}.yaml"
+    if path.parent in (Path("."), Path("accelerate")) and bundled.is_file():
         return bundled
     known = sorted(p.stem for p in bundled_recipes_dir().glob("*.yaml"))
     hint = _did_you_mean(stem, known)

@@ -112,6 +112,31 @@ def test_accelerate_launch_configs_parse(path):
         assert config.deepspeed_config["zero3_save_16bit_model"] is True
 
 
+def test_ddp_launch_config_runs_two_processes_and_trains_the_same_model_as_one(tmp_path):
+    """The shipped multi-GPU DDP config, launched for real with accelerate (no GPU here: two gloo processes on the CPU): the
+    same weights and loss as one process. The DeepSpeed and FSDP configs need GPUs; above, accelerate's own
+    loader checks them."""
+    recipe = tiny_recipe(tmp_path, training={"max_steps": 4, "batch_size": 8, "eval_steps": 2, "save_steps": 2},
+                         model={"task": "causal_lm", "from_scratch": {
+                             "architecture": "gpt2", "vocab_size": 400, "config": {
+                                 "n_layer": 1, "n_head": 2, "n_embd": 32, "resid_pdrop": 0.0, "embd_pdrop": 0.0,
+                                 "attn_pdrop": 0.0}}})
+    config = REPO / "hftoolkit" / "recipes" / "accelerate" / "multi_gpu_ddp.yaml"
+    launched = subprocess.run([sys.executable, "-m", "accelerate.commands.launch", "--config_file", str(config),
+                               "--num_processes", "2", "--mixed_precision", "no", "-m", "hftoolkit", "train",
+                               str(recipe), "--output-dir", str(tmp_path / "ddp")],
+                              capture_output=True, text=True, timeout=300, cwd=REPO,
+                              env={**os.environ, "PYTHONPATH": str(REPO)})
+    assert launched.returncode == 0, launched.stderr[-3000:]
+    single = run_cli("train", recipe, "--output-dir", tmp_path / "one")
+    assert single.returncode == 0, single.stderr[-3000:]
+    metrics = {name: json.loads((tmp_path / name / "metrics.json").read_text()) for name in ("ddp", "one")}
+    assert metrics["ddp"]["processes"] == 2 and metrics["one"]["processes"] == 1
+    assert metrics["ddp"]["eval_loss"] == pytest.approx(metrics["one"]["eval_loss"], rel=1e-4)
+    ddp, one = (load_file(tmp_path / name / "model.safetensors") for name in ("ddp", "one"))
+    assert ddp.keys() == one.keys() and all(torch.allclose(ddp[k], one[k], atol=1e-5, rtol=1e-4) for k in one)
+
+
 def test_there_are_the_six_launch_configs():
     assert sorted(p.stem for p in (REPO / "hftoolkit" / "recipes" / "accelerate").glob("*.yaml")) == [
         "deepspeed_zero2", "deepspeed_zero3", "fsdp2_full_shard", "multi_gpu_ddp", "one_gpu", "two_nodes"]

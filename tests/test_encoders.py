@@ -4,6 +4,7 @@
 import json
 
 import pytest
+import torch
 import yaml
 
 from conftest import run_cli, run_plain_python
@@ -111,13 +112,32 @@ def test_masked_lm_whole_word_and_fill_mask(tmp_path):
     assert metrics["eval_perplexity"] < metrics["eval_perplexity_start"]
     done = run_cli("fill-mask", out, "check the tyre [MASK] every month", "--json", "--top-k", "3")
     assert done.returncode == 0, done.stderr[-2000:]
-    assert len(json.loads(done.stdout)["predictions"]) == 3
+    ours = json.loads(done.stdout)["predictions"]
     plain = run_plain_python(f"""
+import json
 from transformers import pipeline
 fill = pipeline("fill-mask", model={str(out)!r})
-print(len(fill("check the tyre [MASK] every month")))
+print(json.dumps([(o["token_str"], o["score"]) for o in fill("check the tyre [MASK] every month", top_k=3)]))
 """)
-    assert plain.returncode == 0 and plain.stdout.strip().endswith("5"), plain.stderr[-2000:]
+    assert plain.returncode == 0, plain.stderr[-2000:]
+    oracle = json.loads(plain.stdout.strip().splitlines()[-1])  # transformers' own pipeline, same ranking
+    assert [o["token"] for o in ours] == [token.strip() for token, _ in oracle]
+    assert [o["score"] for o in ours] == pytest.approx([score for _, score in oracle], abs=1e-4)
+
+    # a fixed model with a known answer: the same weights with the output bias of "pressure" raised far
+    # above every other token, so "pressure" must rank first with a probability near 1
+    from transformers import AutoModelForMaskedLM, AutoTokenizer
+
+    tokenizer, model = AutoTokenizer.from_pretrained(out), AutoModelForMaskedLM.from_pretrained(out)
+    [pressure] = tokenizer("pressure", add_special_tokens=False)["input_ids"]
+    with torch.no_grad():
+        model.get_output_embeddings().bias[pressure] += 60.0
+    model.save_pretrained(tmp_path / "fixed")
+    tokenizer.save_pretrained(tmp_path / "fixed")
+    fixed = run_cli("fill-mask", tmp_path / "fixed", "check the tyre [MASK] every month", "--json", "--top-k", "2")
+    assert fixed.returncode == 0, fixed.stderr[-2000:]
+    first = json.loads(fixed.stdout)["predictions"][0]
+    assert first["token"] == "pressure" and first["score"] > 0.99
     bad = run_cli("fill-mask", out, "no mask here")
     assert bad.returncode == 2 and "mask token" in bad.stderr
 

@@ -19,18 +19,21 @@ def test_explicit_precision_is_kept():
 
 
 def test_auto_matches_an_independent_measurement_on_this_cpu():
+    """The choice agrees with a matmul timed here, independently of the probe: on every CPU, including one
+    without bf16 instructions (where `auto` skips its probe), unless the measured ratio sits within 25% of the
+    threshold, where either answer is defensible and timing noise decides."""
     import torch
 
     precision, why = auto_precision.__wrapped__()  # measure afresh, not the per-process cached answer
     if torch.cuda.is_available():
         assert precision == ("bf16" if torch.cuda.is_bf16_supported() else "fp32")
         return
+    size = 2048 if cpu_has_bf16_instructions() else 256  # a 2048^2 bf16 matmul took 86 s on an AVX2-only CPU
+    independent = matmul_seconds("float32", size, 3) / matmul_seconds("bfloat16", size, 3)
     if not cpu_has_bf16_instructions():
-        assert precision == "fp32"  # no probe: a bf16 matmul ran ~100x slower than fp32 on AVX2-only CPUs
-        return
-    probed = float(re.search(r"runs at ([0-9.]+)x fp32", why).group(1))
-    assert precision == ("bf16" if probed >= BF16_MIN_SPEEDUP else "fp32")
-    # a larger matmul, timed here, must agree wherever the answer is clear-cut
-    independent = matmul_seconds("float32", 2048, 3) / matmul_seconds("bfloat16", 2048, 3)
-    if independent >= 2 * BF16_MIN_SPEEDUP or independent <= 0.8:
-        assert precision == ("bf16" if independent > 1 else "fp32"), (probed, independent)
+        assert why == "this CPU has no bf16 instructions (AVX-512 BF16 or AMX)", why
+    else:
+        probed = float(re.search(r"runs at ([0-9.]+)x fp32", why).group(1))
+        assert precision == ("bf16" if probed >= BF16_MIN_SPEEDUP else "fp32")
+    ambiguous = BF16_MIN_SPEEDUP / 1.25 < independent < BF16_MIN_SPEEDUP * 1.25
+    assert ambiguous or precision == ("bf16" if independent >= BF16_MIN_SPEEDUP else "fp32"), (why, independent)

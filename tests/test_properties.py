@@ -1,14 +1,18 @@
 """Property-based tests (hypothesis): the recipe loader never fails any other way than one UserError, and
 packing neither loses nor duplicates a token and keeps every block within its size."""
 
+import io
+import re
+from contextlib import redirect_stderr, redirect_stdout
+
 import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from hftoolkit.cli import main
 from hftoolkit.data.pack import IGNORE_INDEX, pack_blocks, truncate_blocks
 from hftoolkit.errors import UserError
 from hftoolkit.recipe.load import load_recipe
-from hftoolkit.recipe.schema import Recipe
 from hftoolkit.recipe.validate import validate
 
 documents = st.lists(st.lists(st.integers(min_value=0, max_value=50_000), max_size=40), max_size=30)
@@ -67,29 +71,66 @@ recipes = st.dictionaries(sections, st.one_of(scalars, st.dictionaries(keys, st.
     scalars, st.dictionaries(keys, scalars, max_size=3), st.lists(scalars, max_size=3)), max_size=5)), max_size=6)
 
 
+NAMES_A_FIELD = re.compile(r"^(unknown key '[\w.]+'|(description|model|data|preprocess|training|output)(\.\w+)*[: ])")
+
+
+def cli(*argv) -> tuple[int, str, str]:
+    """The real `hftoolkit` entry point in this process: (exit status, stdout, stderr)."""
+    out, err = io.StringIO(), io.StringIO()
+    with redirect_stdout(out), redirect_stderr(err):
+        code = main(list(argv))
+    return code, out.getvalue(), err.getvalue()
+
+
+def assert_one_line_naming_a_field(code: int, out: str, err: str) -> None:
+    assert code == 2 and out == "", (code, out, err)
+    assert err.endswith("\n") and err.count("\n") == 1 and err.startswith("hftoolkit: error: "), err
+    assert NAMES_A_FIELD.match(err[len("hftoolkit: error: "):]), err
+
+
+def same_value(given_value, shown) -> bool:
+    """A value as written in YAML against the resolved one (numbers may become float, scalars str; an empty
+    section is all defaults)."""
+    if given_value is None and isinstance(shown, dict):
+        return True
+    if isinstance(given_value, dict):
+        return isinstance(shown, dict) and all(same_value(v, shown.get(k)) for k, v in given_value.items())
+    if isinstance(given_value, (int, float)) and not isinstance(given_value, bool) and isinstance(shown, (int, float)):
+        return float(given_value) == float(shown)
+    return given_value == shown or (isinstance(shown, str) and str(given_value) == shown)
+
+
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(recipes)
 def test_any_yaml_recipe_loads_or_is_one_user_error(tmp_path, raw):
+    """Through the command line: either `recipes show` prints the recipe with every value written in the YAML,
+    or it exits 2 with one line that names the field; validation likewise names the field."""
     path = tmp_path / "fuzz.yaml"
     path.write_text(yaml.safe_dump(raw))
-    try:
-        recipe = load_recipe(str(path))
-    except UserError as exc:
-        assert str(exc) and "\n" not in str(exc)
+    code, out, err = cli("recipes", "show", str(path))
+    if code != 0:
+        assert_one_line_naming_a_field(code, out, err)
         return
-    assert isinstance(recipe, Recipe)
+    shown = yaml.safe_load(out)
+    for section, values in raw.items():
+        assert same_value(values, shown[section]), (section, values, shown[section])
     try:
-        validate(recipe)
+        validate(load_recipe(str(path)))
     except UserError as exc:
-        assert str(exc) and "\n" not in str(exc)
+        assert "\n" not in str(exc) and NAMES_A_FIELD.match(str(exc)), str(exc)
 
 
 @settings(max_examples=150, deadline=None)
 @given(st.text(max_size=40))
 def test_any_override_applies_or_is_one_user_error(override):
-    try:
-        recipe = load_recipe("gpt_from_scratch", [override])
-    except UserError as exc:
-        assert str(exc) and "\n" not in str(exc)
+    """An override either lands on its key, with its value, or exits 2 with one line naming the field."""
+    code, out, err = cli("recipes", "show", "gpt_from_scratch", override)
+    if code != 0:
+        assert code == 2 and out == "" and err.count("\n") == 1 and err.startswith("hftoolkit: error: "), err
         return
-    assert isinstance(recipe, Recipe)
+    key, value = override.split("=", 1)
+    node = yaml.safe_load(out)
+    for part in key.strip().split("."):
+        node = node[part]
+    assert same_value(yaml.safe_load(value) if value.strip() else value, node) or str(node) == value.strip(), \
+        (override, node)

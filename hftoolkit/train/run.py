@@ -240,6 +240,7 @@ def final_evaluation(trainer) -> dict:
 
 def summarize(recipe: Recipe, history: list[dict], train_metrics: dict, final_eval: dict, stats: dict,
               precision: str, wall: float) -> dict:
+    from hftoolkit.train import distributed
     evals = [h for h in history if "eval_loss" in h]
     tokens = int(train_metrics.get("num_input_tokens_seen", 0) or
                  max((h.get("num_input_tokens_seen", 0) for h in history), default=0))
@@ -264,6 +265,7 @@ def summarize(recipe: Recipe, history: list[dict], train_metrics: dict, final_ev
         "train_runtime_seconds": runtime,
         "wall_time_seconds": round(wall, 2),
         "precision": precision,
+        "processes": distributed.world_size(),
         "preprocessing": stats,
     })
     return summary

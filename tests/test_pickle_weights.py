@@ -8,6 +8,7 @@ import shutil
 import pytest
 
 from conftest import REPO, run_cli, tiny_recipe
+from hftoolkit.cli import main
 
 HELDOUT = REPO / "hftoolkit/corpora/cars/text/heldout.txt"
 REFUSED = "holds only pickled weights"
@@ -46,12 +47,15 @@ ARCHITECTURES = {"classify": "GPT2ForSequenceClassification", "fill-mask": "Bert
 
 
 @pytest.mark.parametrize("entry", list(ENTRY_POINTS))
-def test_entry_point_refuses_pickle_only_weights(entry, tiny_gpt, tmp_path):
+def test_entry_point_refuses_pickle_only_weights(entry, tiny_gpt, tmp_path, capfd):
+    """Through the real entry point, in this process (torch is imported once for all of them)."""
     proof = tmp_path / "pickle_ran"
     folder = pickled_checkpoint(tmp_path / "pickled", tiny_gpt, proof, ARCHITECTURES.get(entry))
-    done = run_cli(*ENTRY_POINTS[entry](folder, tmp_path))
-    assert done.returncode == 2, done.stderr[-2000:]
-    assert REFUSED in done.stderr and len(done.stderr.strip().splitlines()) == 1, done.stderr[-2000:]
+    code = main([str(arg) for arg in ENTRY_POINTS[entry](folder, tmp_path)])
+    err = capfd.readouterr().err
+    assert code == 2, err[-2000:]
+    error_lines = [line for line in err.splitlines() if line.startswith("hftoolkit: error:")]
+    assert len(error_lines) == 1 and REFUSED in error_lines[0], err[-2000:]
     assert not proof.exists()
 
 

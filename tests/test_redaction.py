@@ -13,6 +13,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from conftest import REPO, run_cli
+from hftoolkit.cli import main
 from hub_server import LocalHub
 from pg_server import USER, PostgresServer
 from redis_server import RedisServer
@@ -48,9 +49,16 @@ def written_files(folder: Path) -> list[str]:
     return [p.read_bytes().decode("latin-1") for p in folder.rglob("*") if p.is_file()]
 
 
-@settings(max_examples=5, deadline=None, suppress_health_check=list(HealthCheck))
+def cli_in_process(capfd, *argv) -> tuple[int, str, str]:
+    """The real entry point in this process (imports paid once): exit status, stdout, stderr."""
+    code = main([str(arg) for arg in argv])
+    captured = capfd.readouterr()
+    return code, captured.out, captured.err
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=list(HealthCheck))
 @given(password=passwords, escaped=st.booleans())
-def test_database_and_redis_passwords_never_appear(servers, tiny_gpt, tmp_path_factory, password, escaped):
+def test_database_and_redis_passwords_never_appear(servers, tmp_path_factory, capfd, password, escaped):
     postgres, redis = servers
     work = tmp_path_factory.mktemp("redaction")
     shown = quote(password, safe="") if escaped else password
@@ -61,23 +69,30 @@ def test_database_and_redis_passwords_never_appear(servers, tiny_gpt, tmp_path_f
     }
     outputs = []
     for why, uri in databases.items():
-        done = run_cli("data", "import", QA, "--to", uri, "--table", "qa", "--format", "qa", cwd=work)
-        assert done.returncode == 2, (why, done.stderr)
-        assert done.stderr.startswith("hftoolkit: error: --to: database postgresql://hftk:***@"), done.stderr
-        assert len(done.stderr.strip().splitlines()) == 1 and done.stdout == ""
-        outputs += [done.stdout, done.stderr]
-    wrong_redis = f"redis://:{shown}@127.0.0.1:{redis.port}/0"
-    done = run_cli("cache", "stats", "--cache", wrong_redis, cwd=work)
-    assert done.returncode == 2 and f"redis://:***@127.0.0.1:{redis.port}/0" in done.stderr, done.stderr
-    outputs += [done.stdout, done.stderr]
-    log = work / "log.db"  # generation goes on without the cache, and logs to SQLite
+        code, out, err = cli_in_process(capfd, "data", "import", QA, "--to", uri, "--table", "qa", "--format", "qa")
+        assert code == 2, (why, err)
+        assert err.startswith("hftoolkit: error: --to: database postgresql://hftk:***@"), err
+        assert len(err.strip().splitlines()) == 1 and out == ""
+        outputs += [out, err]
+    code, out, err = cli_in_process(capfd, "cache", "stats", "--cache", f"redis://:{shown}@127.0.0.1:{redis.port}/0")
+    assert code == 2 and f"redis://:***@127.0.0.1:{redis.port}/0" in err, err
+    outputs += [out, err]
+    assert not leaks(password, outputs + written_files(work))
+
+
+@pytest.mark.parametrize("escaped", [False, True])
+def test_generation_goes_on_without_the_cache_and_logs_no_password(tiny_gpt, tmp_path, escaped):
+    """A separate process, as a user runs it: the Redis cache refuses, generation answers, the SQLite
+    generation log is written, and neither output nor any file holds the password."""
+    password = f"a@b/{CORES[0]}:c%41 d'{CORES[1]}#"
+    shown = quote(password, safe="") if escaped else password
+    log = tmp_path / "log.db"
     done = run_cli("generate", tiny_gpt, "The brake", "--max-new-tokens", "4", "--cache",
-                   f"redis://:{shown}@127.0.0.1:{closed_port()}/0", "--log", f"sqlite:///{log}", cwd=work)
+                   f"redis://:{shown}@127.0.0.1:{closed_port()}/0", "--log", f"sqlite:///{log}", cwd=tmp_path)
     assert done.returncode == 0, done.stderr[-2000:]
     assert "warning: response cache unavailable (redis" in done.stderr and done.stdout.startswith("The brake")
-    outputs += [done.stdout, done.stderr]
     assert log.is_file()
-    assert not leaks(password, outputs + written_files(work))
+    assert not leaks(password, [done.stdout, done.stderr] + written_files(tmp_path))
 
 
 @settings(max_examples=3, deadline=None, suppress_health_check=list(HealthCheck))

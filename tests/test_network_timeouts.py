@@ -10,7 +10,7 @@ import pytest
 from conftest import run_cli, tiny_recipe
 from silent_server import SilentServer
 
-TIMEOUT = "2"  # HFTOOLKIT_NETWORK_TIMEOUT for these runs, seconds
+TIMEOUT = "1"  # HFTOOLKIT_NETWORK_TIMEOUT for these runs, seconds
 
 
 def closed_url() -> str:

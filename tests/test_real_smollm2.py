@@ -94,11 +94,16 @@ def test_lora_finetune_lowers_eval_loss_and_merge_matches(tmp_path, smollm2, tok
 
     merged = tmp_path / "merged"
     assert run_cli("merge", out / "adapter", merged).returncode == 0
-    from peft import AutoPeftModelForCausalLM
+    # the adapter names its base by hub id, not by the cache folder under the user's home; offline, plain peft
+    # takes the base model object
+    adapter_config = json.loads((out / "adapter" / "adapter_config.json").read_text())
+    assert adapter_config["base_model_name_or_path"] == "HuggingFaceTB/SmolLM2-135M-Instruct"
+    from peft import PeftModel
     from transformers import AutoModelForCausalLM
     ids = tokenizer("Brake pads should be replaced at", return_tensors="pt")["input_ids"]
     with torch.inference_mode():
-        adapter_logits = AutoPeftModelForCausalLM.from_pretrained(str(out / "adapter")).eval()(ids).logits
+        adapter_logits = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(str(smollm2)),
+                                                   str(out / "adapter")).eval()(ids).logits
         merged_logits = AutoModelForCausalLM.from_pretrained(str(merged)).eval()(ids).logits
         top_level = AutoModelForCausalLM.from_pretrained(str(out)).eval()(ids).logits
         base_logits = AutoModelForCausalLM.from_pretrained(str(smollm2)).eval()(ids).logits

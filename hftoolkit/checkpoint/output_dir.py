@@ -18,7 +18,8 @@ TRAINER_DIR = "checkpoints"  # resumable Trainer checkpoints live here
 RUN_MARKER = f"{TRAINER_DIR}/.hftoolkit_run"  # written before training writes anything: "this folder is ours"
 MANIFEST = f"{TRAINER_DIR}/.hftoolkit_files"  # every file the run wrote, relative to the run folder
 # written as training goes, by the Trainer (resumable state) and TensorBoard, so named by pattern
-LIBRARY_WRITTEN = (f"{TRAINER_DIR}/checkpoint-*", "logs/events.out.tfevents.*")
+# (and our own staging, which a crash mid-save can leave behind)
+LIBRARY_WRITTEN = (f"{TRAINER_DIR}/checkpoint-*", "logs/events.out.tfevents.*", ".staging", f"{MANIFEST}.tmp")
 # a run from before the manifest: the names its checkpoint writer used (files at the top, adapter/ below)
 LEGACY_WRITTEN = ("config.json", "generation_config.json", "*.safetensors", "model.safetensors.index.json",
                   "tokenizer*", "special_tokens_map.json", "added_tokens.json", "chat_template.jinja", "vocab.*",

@@ -135,7 +135,8 @@ def files_to_publish(source: Path, include_training_state: bool) -> tuple[list[s
     saved beside it; any other folder (a merge, a conversion) is sent whole. Resumable state only on request."""
     from hftoolkit.checkpoint.output_dir import is_ours, written_by_us
 
-    every = [p for p in source.rglob("*") if p.is_file() and p.name != PUSH_RECORD]
+    every = [p for p in source.rglob("*") if p.is_file() and p.name != PUSH_RECORD
+             and p.relative_to(source).parts[0] != ".staging"]  # a save that crashed half-way
     ours = set(written_by_us(source)[0]) if is_ours(source) else set(every)
     state = [p for p in every if p.relative_to(source).parts[0] == TRAINING_STATE]
     chosen = [p for p in every if p in ours and p not in state or include_training_state and p in state

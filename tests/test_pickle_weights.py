@@ -74,16 +74,3 @@ def test_merge_refuses_pickle_only_adapter_or_base(which, tiny_gpt, tmp_path):
     done = run_cli("merge", adapter, tmp_path / "merged")
     assert done.returncode == 2 and REFUSED in done.stderr, done.stderr[-2000:]
     assert not proof.exists() and not (tmp_path / "merged").exists()
-
-
-def test_merge_writes_safetensors_only(tmp_path, tiny_chat_model):
-    recipe = tiny_recipe(tmp_path, model={"name": str(tiny_chat_model), "from_scratch": None},
-                         training={"max_steps": 2, "lora": {"enabled": True, "r": 2, "alpha": 4,
-                                                            "target_modules": ["q_proj", "v_proj"]}},
-                         preprocess={"block_size": 32})
-    trained = run_cli("train", recipe)
-    assert trained.returncode == 0, trained.stderr[-3000:]
-    done = run_cli("merge", tmp_path / "run" / "adapter", tmp_path / "merged")
-    assert done.returncode == 0, done.stderr[-2000:]
-    weights = sorted(p.name for p in (tmp_path / "merged").iterdir() if p.suffix in (".safetensors", ".bin", ".pt"))
-    assert weights == ["model.safetensors"]

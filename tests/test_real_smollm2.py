@@ -94,6 +94,8 @@ def test_lora_finetune_lowers_eval_loss_and_merge_matches(tmp_path, smollm2, tok
 
     merged = tmp_path / "merged"
     assert run_cli("merge", out / "adapter", merged).returncode == 0
+    assert sorted(p.name for p in merged.iterdir() if p.suffix in (".safetensors", ".bin", ".pt", ".pth")) == \
+        ["model.safetensors"]  # merge writes safetensors only
     # the adapter names its base by hub id, not by the cache folder under the user's home; offline, plain peft
     # takes the base model object
     adapter_config = json.loads((out / "adapter" / "adapter_config.json").read_text())

@@ -56,7 +56,7 @@ def cli_in_process(capfd, *argv) -> tuple[int, str, str]:
     return code, captured.out, captured.err
 
 
-@settings(max_examples=40, deadline=None, suppress_health_check=list(HealthCheck))
+@settings(max_examples=25, deadline=None, suppress_health_check=list(HealthCheck))
 @given(password=passwords, escaped=st.booleans())
 def test_database_and_redis_passwords_never_appear(servers, tmp_path_factory, capfd, password, escaped):
     postgres, redis = servers

@@ -15,6 +15,7 @@ import os
 from pathlib import Path
 
 from hftoolkit.errors import UserError
+from hftoolkit.hub.endpoint import check_hub_dataset
 from hftoolkit.paths import resolve_data_path
 
 BUILDERS = {".txt": "text", ".csv": "csv", ".json": "json", ".jsonl": "json", ".parquet": "parquet"}
@@ -147,8 +148,6 @@ def peek_columns(spec, field: str) -> list[str] | None:
         return sql_columns(spec, field)
     files = expand_files(spec, field)
     if files is None:
-        from hftoolkit.hub.endpoint import check_hub_dataset
-
         check_hub_dataset(spec, field)  # here, in the recipe check: before any model loads or data is read
         return None
     first = files[0]

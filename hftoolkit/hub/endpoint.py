@@ -16,6 +16,8 @@ import os
 import socket
 from urllib.parse import urlparse
 
+from hftoolkit.errors import UserError
+
 
 def hub_endpoint() -> str:
     from huggingface_hub import constants
@@ -65,8 +67,6 @@ def check_hub_dataset(dataset_id: str, field: str) -> None:
     """A hub dataset id must exist and answer before anything expensive starts; one line if not."""
     from huggingface_hub import HfApi
     from huggingface_hub.errors import RepositoryNotFoundError
-
-    from hftoolkit.errors import UserError
 
     where = hub_endpoint()
     if not hub_reachable():

@@ -16,6 +16,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from hftoolkit.checkpoint.new_folder import write_new_folder
+from hftoolkit.checkpoint.output_dir import is_ours, written_by_us
 from hftoolkit.errors import UserError
 from hftoolkit.hub.endpoint import network_timeout
 from hftoolkit.redact import redact, remember_secret
@@ -133,8 +134,6 @@ def push_checkpoint(folder: str, repo_id: str, private: bool = False, revision: 
 def files_to_publish(source: Path, include_training_state: bool) -> tuple[list[str], list[str]]:
     """(files to send, files left out): a run folder sends what the run wrote, never a note or notebook the user
     saved beside it; any other folder (a merge, a conversion) is sent whole. Resumable state only on request."""
-    from hftoolkit.checkpoint.output_dir import is_ours, written_by_us
-
     every = [p for p in source.rglob("*") if p.is_file() and p.name != PUSH_RECORD
              and p.relative_to(source).parts[0] != ".staging"]  # a save that crashed half-way
     ours = set(written_by_us(source)[0]) if is_ours(source) else set(every)

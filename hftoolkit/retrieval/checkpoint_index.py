@@ -10,6 +10,8 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
+from hftoolkit.checkpoint.portable import portable_path
+
 RECORD_FILE = "retrieval.json"
 DEFAULT_TOP_K = 3
 DEFAULT_PASSAGE_TOKENS = 384
@@ -66,8 +68,6 @@ def record_index(folder: Path, retriever, top_k: int, passage_tokens: int, sente
                  checkpoint: Path | None = None) -> None:
     """Write retrieval.json into a checkpoint folder being saved (`folder`, staged for `checkpoint`): the index
     path relative to the checkpoint, so the record holds no local path and survives moving both together."""
-    from hftoolkit.checkpoint.portable import portable_path
-
     where = Path(checkpoint or folder)
     embedder = retriever.store.meta().get("embedder")
     (folder / RECORD_FILE).write_text(json.dumps({

@@ -54,6 +54,18 @@ def test_overwrite_deletes_only_what_the_run_wrote(tmp_path):
     assert "notes.md" not in manifest and {"config.json", "model.safetensors", "metrics.json"} <= set(manifest)
 
 
+def test_a_user_folder_where_the_checkpoint_writes_a_file_is_never_deleted(tmp_path):
+    recipe = tiny_recipe(tmp_path, training={"max_steps": 2})
+    run = tmp_path / "run"
+    assert run_cli("train", recipe).returncode == 0
+    (run / "loss_curve.png").unlink()
+    (run / "loss_curve.png").mkdir()  # a user's folder, by an unlucky name
+    (run / "loss_curve.png" / "mine.txt").write_text("keep me")
+    done = run_cli("train", recipe, "--overwrite")
+    assert done.returncode == 2 and "is in the way of the checkpoint's file of that name" in done.stderr
+    assert (run / "loss_curve.png" / "mine.txt").read_text() == "keep me"
+
+
 def test_quickstart_refuses_a_folder_with_an_unrelated_file(tmp_path):
     (tmp_path / "thesis.tex").write_text("years of work")
     for target in (str(tmp_path), "."):

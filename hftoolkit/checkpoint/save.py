@@ -15,6 +15,7 @@ import yaml
 from hftoolkit.checkpoint.card import model_card, plot_loss_curve
 from hftoolkit.checkpoint.output_dir import FINISHED_MARKER, record_written
 from hftoolkit.checkpoint.portable import portable_path, portable_recipe
+from hftoolkit.errors import UserError
 from hftoolkit.models.load import AUTO_CLASSES
 from hftoolkit.models.registry import KNOWN_MODELS, pulled_folder
 
@@ -61,15 +62,22 @@ def move_into(item: Path, target: Path) -> None:
     say, adapter/ survives a new save."""
     if item.is_dir() and not item.is_symlink():
         if target.exists() and not target.is_dir():
-            target.unlink()
+            raise in_the_way(target, item)
         target.mkdir(exist_ok=True)
         for child in item.iterdir():
             move_into(child, target / child.name)
         item.rmdir()
     else:
         if target.is_dir():
-            shutil.rmtree(target)  # a folder where our file goes: only a run of ours made it (output dir claimed)
+            raise in_the_way(target, item)
         item.replace(target)
+
+
+def in_the_way(target: Path, staged: Path) -> UserError:
+    """Something of another kind sits where the checkpoint puts a file or folder: it is not ours to delete."""
+    return UserError(f"'{target}' is in the way of the checkpoint's {'folder' if staged.is_dir() else 'file'} of "
+                     "that name and was not written over; move it elsewhere and train again (this run's files "
+                     "wait in the run folder's .staging/ until then)")
 
 
 def portable_adapter_config(staged: Path, final: Path) -> None:

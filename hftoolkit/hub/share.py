@@ -18,7 +18,7 @@ from pathlib import Path
 from hftoolkit.checkpoint.new_folder import write_new_folder
 from hftoolkit.checkpoint.output_dir import is_ours, written_by_us
 from hftoolkit.errors import UserError
-from hftoolkit.hub.endpoint import network_timeout
+from hftoolkit.hub.endpoint import bound_hub_requests, network_timeout
 from hftoolkit.redact import redact, remember_secret
 
 TRAINING_STATE = "checkpoints"  # resumable Trainer state: optimizer, RNG, scheduler
@@ -29,8 +29,6 @@ PUSH_RECORD = ".hftoolkit_push.json"  # in the hub repository: the files the las
 
 def _endpoint(endpoint: str | None) -> str:
     from huggingface_hub import constants
-
-    from hftoolkit.hub.endpoint import bound_hub_requests
 
     bound_hub_requests()
     return (endpoint or constants.ENDPOINT).rstrip("/")

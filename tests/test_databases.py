@@ -63,7 +63,7 @@ def test_recipe_from_postgres_ends_with_the_same_eval_loss_as_from_files(tmp_pat
 
 def test_changed_rows_change_the_preprocessing_cache_key(tmp_path):
     from hftoolkit.data.sources import fingerprint, load_split
-    from hftoolkit.db.importer import import_files
+    from hftoolkit.data.db_import import import_files
     from hftoolkit.recipe.schema import SqlSource
 
     uri = f"sqlite:///{tmp_path / 'notes.db'}"

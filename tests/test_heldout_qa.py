@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from hftoolkit.evaluation.answer_match import contains, is_correct, normalize
+from hftoolkit.data.answer_match import contains, is_correct, normalize
 from hftoolkit.paths import resolve_data_path
 
 CARS = Path(resolve_data_path("bundled://corpora/cars"))

@@ -85,9 +85,13 @@ def test_old_and_surplus_entries_are_pruned_but_not_in_use(tmp_path):
     crashed = root / "entry00.tmp-4242"
     crashed.mkdir()
     os.utime(crashed, (now - 2 * 86400, now - 2 * 86400))
+    crashed_now = root / ".entry01.k2j4x9"  # what safe_write.replace_cached stages under
+    crashed_now.mkdir()
+    os.utime(crashed_now, (now - 2 * 86400, now - 2 * 86400))
     with file_lock(entry_lock(root, "entry25"), shared=True):  # another run is reading entry25 right now
         removed = prune(root, keep=entries[-1])
-    assert sorted(removed) == sorted(["entry24", "entry26", "entry27", "entry28", "entry99", "entry00.tmp-4242"])
+    assert sorted(removed) == sorted(["entry24", "entry26", "entry27", "entry28", "entry99", "entry00.tmp-4242",
+                                            ".entry01.k2j4x9"])
     left = sorted(p.name for p in root.iterdir() if p.is_dir())
     assert left == [f"entry{i:02d}" for i in range(MAX_ENTRIES)] + ["entry25", "entry29"]
 

@@ -13,7 +13,7 @@ import yaml
 
 from conftest import run_cli
 from hftoolkit.data.chat_format import encode_conversation, show_loss_mask, to_messages
-from hftoolkit.evaluation.answer_match import contains
+from hftoolkit.data.answer_match import contains
 from hftoolkit.generate.api import TextGenerator
 from hftoolkit.retrieval.index import Retriever
 

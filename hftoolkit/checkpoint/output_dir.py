@@ -25,6 +25,7 @@ LEGACY_WRITTEN = ("config.json", "generation_config.json", "*.safetensors", "mod
                   "tokenizer*", "special_tokens_map.json", "added_tokens.json", "chat_template.jinja", "vocab.*",
                   "merges.txt", "spiece.model", "recipe.yaml", "README.md", "loss_curve.png", "trainer_log.json",
                   "metrics.json", "retrieval.json", "quickstart_results.json", "adapter/*", f"{TRAINER_DIR}/*")
+COMPLETE_MARKER = ".complete"  # inside a Trainer checkpoint-N folder, written when its save finished
 
 
 def check_output_dir(path: str, resume: bool, overwrite: bool) -> Path:
@@ -54,10 +55,13 @@ def check_output_dir(path: str, resume: bool, overwrite: bool) -> Path:
                     "--overwrite to replace it, or choose another --output-dir")
 
 
+def is_complete(checkpoint: Path) -> bool:
+    """A Trainer checkpoint whose save finished (SafeCheckpoints writes the marker last)."""
+    return (checkpoint / COMPLETE_MARKER).is_file()
+
+
 def last_trainer_checkpoint(out: Path) -> str | None:
     """The newest checkpoint whose save finished (a kill mid-save leaves one without the marker)."""
-    from hftoolkit.train.stopping import is_complete
-
     steps = [(int(p.name.split("-")[-1]), p) for p in (out / TRAINER_DIR).glob("checkpoint-*")
              if p.name.split("-")[-1].isdigit() and is_complete(p)]
     return str(max(steps)[1]) if steps else None

@@ -18,6 +18,7 @@ from typing import Callable
 from hftoolkit.data.saved_splits import load_splits, save_splits
 from hftoolkit.file_lock import file_lock
 from hftoolkit.paths import cache_dir
+from hftoolkit.safe_write import replace_cached
 
 
 def tokenizer_fingerprint(tokenizer) -> str:
@@ -58,13 +59,13 @@ def cached(parts: dict, build: Callable[[], tuple[object, dict]]) -> tuple[objec
     with file_lock(lock):
         if not (folder / "stats.json").is_file():  # another run may have built it while this one waited
             datasets, stats = build()
-            staging = folder.with_name(f"{folder.name}.tmp-{os.getpid()}")
-            shutil.rmtree(staging, ignore_errors=True)
-            save_splits(datasets, staging / "data")
-            (staging / "key.json").write_text(json.dumps(parts, indent=2, sort_keys=True, default=str))
-            (staging / "stats.json").write_text(json.dumps(stats, indent=2))
-            shutil.rmtree(folder, ignore_errors=True)
-            staging.rename(folder)
+
+            def write(staging: Path) -> None:
+                save_splits(datasets, staging / "data")
+                (staging / "key.json").write_text(json.dumps(parts, indent=2, sort_keys=True, default=str))
+                (staging / "stats.json").write_text(json.dumps(stats, indent=2))
+
+            replace_cached(folder, write)
             hit = False
         else:
             hit = True
@@ -86,10 +87,11 @@ def prune(root: Path, keep: Path) -> list[str]:
                      key=lambda p: (p / "stats.json").stat().st_mtime, reverse=True)
     old = [p for i, p in enumerate(entries)
            if p != keep and (i >= MAX_ENTRIES or now - (p / "stats.json").stat().st_mtime > MAX_AGE_DAYS * 86400)]
-    old += [p for p in root.glob("*.tmp-*") if p.is_dir() and now - p.stat().st_mtime > 86400]
+    staged = [*root.glob(".*.*"), *root.glob("*.tmp-*")]  # replace_cached staging; the older writer named it so
+    old += [p for p in staged if p.is_dir() and now - p.stat().st_mtime > 86400]
     removed = []
     for entry in old:
-        with file_lock(entry_lock(root, entry.name.split(".tmp-")[0]), wait=False) as mine:
+        with file_lock(entry_lock(root, entry.name.lstrip(".").split(".")[0]), wait=False) as mine:
             if mine:
                 shutil.rmtree(entry, ignore_errors=True)
                 removed.append(entry.name)

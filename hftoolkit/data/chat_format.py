@@ -11,12 +11,11 @@ from __future__ import annotations
 from hftoolkit.data.pack import IGNORE_INDEX
 from hftoolkit.errors import UserError
 from hftoolkit.recipe.schema import DataSection
+from hftoolkit.retrieval.context import question_with_context
 
 
 def to_messages(row: dict, data: DataSection, with_answer: bool = True) -> list[dict]:
     """The conversation for one row; retrieved passages (a `passages` column) go before the question."""
-    from hftoolkit.retrieval.context import question_with_context
-
     if data.format == "chat":
         return list(row[data.messages_column])
     messages = [{"role": "system", "content": data.system_prompt}] if data.system_prompt else []

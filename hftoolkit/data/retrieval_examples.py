@@ -19,8 +19,10 @@ from __future__ import annotations
 import random
 import re
 
-from hftoolkit.evaluation.answer_match import contains
+from hftoolkit.data.answer_match import contains
+from hftoolkit.data.chat_format import to_messages
 from hftoolkit.retrieval.context import augment, format_passages
+from hftoolkit.retrieval.index import IndexSettings, Retriever, build_index
 from hftoolkit.retrieval.store import Hit
 
 PASSAGES_COLUMN = "passages"
@@ -140,8 +142,6 @@ def counterfactual_copies(split, blocks: list[str], recipe) -> list[dict]:
 
 def add_passages(split, retriever, tokenizer, recipe, training: bool):
     """`split` with a `passages` column (the formatted block put before each question) and stats."""
-    from hftoolkit.data.chat_format import to_messages
-
     data, settings = recipe.data, recipe.data.retrieval
     questions = [str(q) for q in split[data.question_column]]
     facts_column = split["key_facts"] if "key_facts" in split.column_names else [None] * len(split)
@@ -186,8 +186,6 @@ def attach_passages(loaded, recipe, tokenizer, log=print):
     """(loaded data with passages in both splits, the Retriever): builds or updates the index first when
     data.retrieval.corpus is set. The preprocessing cache key gains the index's fingerprint."""
     from dataclasses import replace
-
-    from hftoolkit.retrieval.index import IndexSettings, Retriever, build_index
 
     settings = recipe.data.retrieval
     if settings.corpus:

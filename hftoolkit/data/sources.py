@@ -14,6 +14,10 @@ import json
 import os
 from pathlib import Path
 
+from hftoolkit.data import batch_size as batching
+from hftoolkit.db.source import describe as describe_sql
+from hftoolkit.db.source import load_sql, sql_columns, sql_fingerprint
+from hftoolkit.db.uri import is_database_uri, redact
 from hftoolkit.errors import UserError
 from hftoolkit.hub.endpoint import check_hub_dataset
 from hftoolkit.paths import resolve_data_path
@@ -23,8 +27,6 @@ BUILDERS = {".txt": "text", ".csv": "csv", ".json": "json", ".jsonl": "json", ".
 
 def expand_files(spec: str, field: str) -> list[Path] | None:
     """Local files for `spec`, or None when it can only be a hub dataset id."""
-    from hftoolkit.db.uri import is_database_uri, redact
-
     if is_database_uri(spec):
         raise UserError(f"{field}: a database source needs a table or query; write {field}: "
                         f"{{uri: {redact(spec)}, table: NAME}} (or query: SELECT ...)")
@@ -84,8 +86,6 @@ def load_split(spec, field: str, text_documents: str = "paragraph"):
 
     datasets.disable_progress_bars()  # "Generating split" bars say nothing useful for local files
     if not isinstance(spec, str):
-        from hftoolkit.db.source import load_sql
-
         return load_sql(spec, field)
     files = expand_files(spec, field)
     if files is None:
@@ -101,9 +101,8 @@ def load_split(spec, field: str, text_documents: str = "paragraph"):
     options = {"sample_by": sample_by} if builder == "text" else {}
     if sample_by == "document" and builder == "text":
         # one row per file: datasets buffers 1000 single-row tables before writing, the whole corpus at once
-        from hftoolkit.data.batch_size import BATCH_CHARACTERS, rows_for
-
-        options["writer_batch_size"] = rows_for(sum(f.stat().st_size for f in files) / len(files), BATCH_CHARACTERS)
+        average = sum(f.stat().st_size for f in files) / len(files)
+        options["writer_batch_size"] = batching.rows_for(average, batching.BATCH_CHARACTERS)  # read when called
     try:
         loaded = datasets.load_dataset(builder, data_files=[str(f) for f in files], split="train", **options)
     except Exception as exc:  # datasets raises many types for unparsable files
@@ -127,7 +126,6 @@ def describe(spec) -> str:
     """A split's source for messages and model cards: the path, or the database (password masked) and table."""
     if isinstance(spec, str):
         return spec
-    from hftoolkit.db.source import describe as describe_sql
 
     return describe_sql(spec)
 
@@ -143,8 +141,6 @@ def require_columns(available: list[str], columns: list[tuple[str, str]], spec) 
 def peek_columns(spec, field: str) -> list[str] | None:
     """Column names of local data without loading it (None for hub ids): lets recipe checks stay instant."""
     if not isinstance(spec, str):
-        from hftoolkit.db.source import sql_columns
-
         return sql_columns(spec, field)
     files = expand_files(spec, field)
     if files is None:
@@ -183,8 +179,6 @@ def _json_columns(path: Path) -> list[str]:
 def fingerprint(spec, dataset) -> str:
     """Content hash of the files behind `spec` (the rows of a database split, the hub dataset's fingerprint)."""
     if not isinstance(spec, str):
-        from hftoolkit.db.source import sql_fingerprint
-
         return sql_fingerprint(spec, dataset)
     files = expand_files(spec, "data")
     digest = hashlib.sha256()

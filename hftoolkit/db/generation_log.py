@@ -3,7 +3,7 @@
     log = GenerationLog("sqlite:///answers.db")    # or postgresql://...
     TextGenerator("runs/cars_qa", request_log=log)  # or `generate --log URI`
     rate(uri, 3, "bad", fix="Every two years.")      # `hftoolkit data rate`
-    export_answers(uri, "good", "fixes.jsonl")       # `hftoolkit data export-log`: QA rows a recipe reads
+    export_answers(uri, "fixes.jsonl", "good")       # `hftoolkit data export-log`: QA rows a recipe reads
 
 Logging never fails a generation: when the database is down the first failure
 warns once, later requests keep trying, and generation goes on.
@@ -12,13 +12,13 @@ warns once, later requests keep trying, and generation goes on.
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from datetime import datetime, timezone
 from pathlib import Path
 
+from hftoolkit import defaults
 from hftoolkit.db.uri import database_errors, error_line, open_engine, redact
 from hftoolkit.errors import UserError
+from hftoolkit.safe_write import require_new_file, write_new_file
 
 TABLE = "generation_log"
 RATINGS = ("good", "bad")
@@ -138,19 +138,17 @@ def judged_answers(uri: str, min_rating: str = "good") -> list[dict]:
     return list(latest.values())
 
 
-def export_answers(uri: str, min_rating: str, out: str) -> int:
+def export_answers(uri: str, out: str, min_rating: str = defaults.EXPORT_MIN_RATING) -> int:
     """Write judged answers as QA JSON Lines (question, answer) that `cars_qa`-style recipes read."""
-    target = Path(out)
-    if target.exists():
-        raise UserError(f"--out: '{out}' already exists; choose a new file (nothing is overwritten)")
-    if not target.parent.is_dir():
-        raise UserError(f"--out: folder '{target.parent}' does not exist; create it first")
+    require_new_file(out, "--out")  # before the database is read
     rows = judged_answers(uri, min_rating)
     if not rows:
         raise UserError(f"no rated answers in {redact(uri)} to export; rate some with `hftoolkit data rate`")
-    handle, staging = tempfile.mkstemp(prefix=f".{target.name}.", dir=target.parent)
-    with os.fdopen(handle, "w", encoding="utf-8") as file:
-        for row in rows:
-            file.write(json.dumps(row, ensure_ascii=False) + "\n")
-    os.replace(staging, target)
+
+    def write(staging: Path) -> None:
+        with open(staging, "w", encoding="utf-8") as file:
+            for row in rows:
+                file.write(json.dumps(row, ensure_ascii=False) + "\n")
+
+    write_new_file(out, write, "--out")
     return len(rows)

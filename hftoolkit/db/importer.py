@@ -1,6 +1,6 @@
-"""`hftoolkit data import` and `data show`: files into a database table a recipe can train from.
+"""Rows into a database table a recipe can train from (`data import`), and a look at a table (`data show`).
 
-Files are read with the same readers recipes use (a .txt becomes one row per
+Files are read (by `data.db_import`) with the same readers recipes use (a .txt becomes one row per
 paragraph), so a recipe reading the table sees exactly the documents it would
 read from the files. Every row carries a hash of its content: importing the
 same files again adds nothing. All files are read and checked before the
@@ -13,6 +13,7 @@ import hashlib
 import json
 from dataclasses import dataclass
 
+from hftoolkit import defaults
 from hftoolkit.db.uri import database_errors, open_engine, redact
 from hftoolkit.errors import UserError
 
@@ -33,22 +34,6 @@ class ImportResult:
         return self.rows_read - self.rows_added
 
 
-def read_rows(files: list[str], data_format: str) -> list:
-    """Each file as a Dataset with the format's columns, checked before anything is written."""
-    from hftoolkit.data.sources import load_split, require_columns
-
-    columns = FORMAT_COLUMNS[data_format]
-    splits = []
-    for file in files:
-        split = load_split(file, "FILES")
-        require_columns(split.column_names, [("--format " + data_format, c) for c in columns], file)
-        if data_format == "classification" and split.features["label"].dtype not in ("string", "large_string", "int64", "float64"):
-            raise UserError(f"FILES: '{file}' has list labels (multi-label); import one label per row, or keep "
-                            "multi-label data in JSONL files")
-        splits.append(split.select_columns(columns))
-    return splits
-
-
 def row_values(row: dict, data_format: str) -> dict:
     """A row as stored: messages as JSON text; a content hash over all of it."""
     values = {k: json.dumps(v, ensure_ascii=False) if k == "messages" else v for k, v in row.items()}
@@ -64,15 +49,20 @@ def table_for(metadata, name: str, data_format: str, label_type):
                  Column("content_hash", String(64), nullable=False, unique=True))
 
 
-def import_files(files: list[str], uri: str, table: str, data_format: str) -> ImportResult:
-    """Add the rows of `files` to `table` (created if missing), skipping rows already there."""
-    from sqlalchemy import Float, MetaData, Text, func, inspect, select
-
+def check_import(table: str, data_format: str) -> None:
+    """The table name and format, checked before any file is read."""
     if data_format not in FORMAT_COLUMNS:
         raise UserError(f"--format: '{data_format}' is not one of {', '.join(FORMAT_COLUMNS)}")
     if not table or not table.replace("_", "").isalnum():
         raise UserError(f"--table: '{table}' must be letters, digits and underscores")
-    splits = read_rows(files, data_format)
+
+
+def import_rows(splits: list, files: int, uri: str, table: str, data_format: str) -> ImportResult:
+    """Add the rows of `splits` (Datasets with the format's columns, read from `files` files) to `table`
+    (created if missing) in one transaction, skipping rows already there."""
+    from sqlalchemy import Float, MetaData, Text, func, inspect, select
+
+    check_import(table, data_format)
     numeric = data_format == "classification" and splits[0].features["label"].dtype in ("int64", "float64")
     engine = open_engine(uri, "--to", create=True)
     try:
@@ -100,7 +90,7 @@ def import_files(files: list[str], uri: str, table: str, data_format: str) -> Im
                 added = total - before
     finally:
         engine.dispose()
-    return ImportResult(len(files), read, added, total)
+    return ImportResult(files, read, added, total)
 
 
 def _insert_skipping_duplicates(engine, table):
@@ -112,7 +102,7 @@ def _insert_skipping_duplicates(engine, table):
     return insert(table).on_conflict_do_nothing(index_elements=["content_hash"])
 
 
-def show_table(uri: str, table: str, rows: int = 3) -> dict:
+def show_table(uri: str, table: str, rows: int = defaults.SHOW_ROWS) -> dict:
     """Row count, columns and the first `rows` rows of a table."""
     from sqlalchemy import MetaData, Table, func, inspect, select
 

@@ -18,6 +18,7 @@ import tempfile
 
 from hftoolkit.db.uri import database_errors, error_line, open_engine, redact
 from hftoolkit.errors import UserError
+from hftoolkit.paths import cache_dir
 
 ROWS_PER_BATCH = 2_000
 
@@ -70,8 +71,6 @@ def sql_columns(source, field: str) -> list[str]:
 def load_sql(source, field: str):
     """The rows as a `datasets.Dataset`, streamed in batches into Arrow files."""
     import datasets
-
-    from hftoolkit.paths import cache_dir
 
     check_source(source, field)
     engine = open_engine(source.uri, f"{field}.uri")

@@ -14,10 +14,15 @@ from pathlib import Path
 
 from hftoolkit.checkpoint.open import open_config, open_model, open_tokenizer
 from hftoolkit.checkpoint.saved import saved_recipe_dict
-from hftoolkit.data.sources import load_split
+from hftoolkit.data.encoder_format import encode_classification, encode_masked_lm
+from hftoolkit.data.sources import load_split, require_columns
+from hftoolkit.data.splits import required_columns
 from hftoolkit.errors import UserError
+from hftoolkit.models.load import AUTO_CLASSES
 from hftoolkit.recipe.load import build
 from hftoolkit.recipe.schema import Recipe
+from hftoolkit.train.heads import collator_for, compute_metrics_for
+from hftoolkit.train.metrics import perplexity
 
 
 def saved_recipe(checkpoint: str, task: str, problem_type: str | None) -> Recipe:
@@ -34,15 +39,10 @@ def saved_precision(checkpoint: str) -> str:
 
 
 def evaluate_encoder(checkpoint: str, data: str, task: str, batch_size: int | None = None) -> dict:
+    import torch
     from transformers import TrainingArguments
 
-    from hftoolkit.data.encoder_format import encode_classification, encode_masked_lm
-    from hftoolkit.data.sources import require_columns
-    from hftoolkit.data.splits import required_columns
-    from hftoolkit.models.load import AUTO_CLASSES
-    from hftoolkit.train.heads import collator_for, compute_metrics_for
-    from hftoolkit.train.metrics import perplexity
-    from hftoolkit.train.trainer import PerplexityTrainer
+    from hftoolkit.train.trainer import PerplexityTrainer  # heavy: transformers' Trainer, imported when work starts
 
     config = open_config(checkpoint)
     recipe = saved_recipe(checkpoint, task, getattr(config, "problem_type", None))
@@ -58,8 +58,6 @@ def evaluate_encoder(checkpoint: str, data: str, task: str, batch_size: int | No
     else:
         encoded = encode_masked_lm(rows, tokenizer, recipe)
     precision = saved_precision(checkpoint)
-    import torch
-
     with tempfile.TemporaryDirectory() as tmp:
         args = TrainingArguments(output_dir=tmp, per_device_eval_batch_size=batch_size or recipe.training.eval_batch_size,
                                  bf16=precision == "bf16", use_cpu=not torch.cuda.is_available(), report_to="none",

@@ -9,12 +9,11 @@ so no logits of the whole set are kept.
 from __future__ import annotations
 
 from hftoolkit.data.pack import IGNORE_INDEX, pack_blocks, packed_inputs
+from hftoolkit.metrics import load_metric
 
 
 def text_perplexity(model, tokenizer, texts: list[str], block_size: int = 256, batch_size: int = 8) -> dict:
     import torch
-
-    from hftoolkit.metrics import load_metric
 
     metric = load_metric("token_perplexity")
     eos = [tokenizer.eos_token_id] if tokenizer.eos_token_id is not None else []

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections import defaultdict
 
-from hftoolkit.evaluation.answer_match import contains, is_correct
+from hftoolkit.data.answer_match import contains, is_correct
 from hftoolkit.generate.engine import Completion, GenerationSettings
 
 

@@ -2,21 +2,23 @@
 
 from __future__ import annotations
 
+from hftoolkit import defaults
 from hftoolkit.data.sources import load_split
 from hftoolkit.errors import UserError
+from hftoolkit.evaluation.perplexity import text_perplexity
+from hftoolkit.evaluation.qa_accuracy import qa_accuracy
+from hftoolkit.generate.api import TextGenerator
+from hftoolkit.generate.engine import Generator
 
 
-def evaluate_causal_lm(checkpoint: str, data: str, system: str | None = None, batch_size: int = 16,
-                       text_column: str = "text", block_size: int = 256, context: str | None = "auto",
+def evaluate_causal_lm(checkpoint: str, data: str, system: str | None = None, batch_size: int = defaults.EVAL_GENERATION_BATCH,
+                       text_column: str = "text", block_size: int = 256, context: str | None = defaults.CONTEXT,
                        top_k: int | None = None, context_tokens: int | None = None, log=print,
                        sentences: int | None = None) -> dict:
     """QA files (a `question` column) get answer accuracy, with retrieval as `context` says; text files
     get perplexity."""
     rows = load_split(data, "--data")
     if "question" in rows.column_names:
-        from hftoolkit.evaluation.qa_accuracy import qa_accuracy
-        from hftoolkit.generate.api import TextGenerator
-
         generator = TextGenerator(checkpoint, cache="off", system=system, log=log, context=context, top_k=top_k,
                                   context_tokens=context_tokens, sentences=sentences)
         result = qa_accuracy(generator, list(rows), batch_size)
@@ -25,8 +27,6 @@ def evaluate_causal_lm(checkpoint: str, data: str, system: str | None = None, ba
     if text_column not in rows.column_names:
         raise UserError(f"--data: '{data}' has neither a 'question' nor a '{text_column}' column "
                         f"(columns: {', '.join(rows.column_names)})")
-    from hftoolkit.evaluation.perplexity import text_perplexity
-    from hftoolkit.generate.engine import Generator
 
     generator = Generator.load(checkpoint)
     texts = [t for t in rows[text_column] if isinstance(t, str) and t.strip()]

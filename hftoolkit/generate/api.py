@@ -2,7 +2,7 @@
 
     gen = TextGenerator("runs/cars_qa")                  # embedded disk cache by default
     gen.ask("How often is brake fluid replaced?")        # chat template applied
-    gen.generate(["Brake pads", "Tyres"], chat=False)    # batch of raw prompts
+    gen.generate(["Brake pads", "Tyres"], chat=False)    # batch of raw prompts (chat=None: template if any)
     for piece in gen.stream("What is ABS?"): ...         # tokens as they come
     TextGenerator("runs/cars_qa", context="runs/cars_index")  # answer from retrieved passages
     TextGenerator("runs/cars_qa", request_log="sqlite:///answers.db")  # log every answer for rating
@@ -19,10 +19,14 @@ from __future__ import annotations
 
 import threading
 import time
+from dataclasses import replace
 from typing import Iterator
 
+from hftoolkit import defaults
 from hftoolkit.checkpoint.open import check_checkpoint, open_tokenizer
 from hftoolkit.checkpoint.saved import saved_sampling, saved_system_prompt
+from hftoolkit.db.generation_log import GenerationLog
+from hftoolkit.errors import UserError
 from hftoolkit.generate.cache import ResponseCache, model_fingerprint, open_backend, request_key
 from hftoolkit.generate.engine import Completion, GenerationSettings, Generator, context_length, cut_at_stop
 from hftoolkit.retrieval.checkpoint_index import open_context
@@ -40,8 +44,8 @@ class _TokenizerOnly:
 
 
 class TextGenerator:
-    def __init__(self, checkpoint: str, cache: str | None = "disk", cache_ttl: int | None = None,
-                 system: str | None = None, log=print, context: str | None = "auto", top_k: int | None = None,
+    def __init__(self, checkpoint: str, cache: str | None = defaults.CACHE, cache_ttl: int | None = None,
+                 system: str | None = None, log=print, context: str | None = defaults.CONTEXT, top_k: int | None = None,
                  context_tokens: int | None = None, request_log=None, sentences: int | None = None):
         check_checkpoint(checkpoint)
         self.checkpoint, self.log = checkpoint, log
@@ -82,7 +86,6 @@ class TextGenerator:
             prepared = [(self.render(p, chat), []) for p in prompts]  # empty prompts, missing templates: first
             GenerationSettings(max_new_tokens=max_new_tokens).check_window(self.context_length)
             return prepared
-        from hftoolkit.errors import UserError
 
         for prompt in prompts:
             if not question_of(prompt).strip():
@@ -102,11 +105,14 @@ class TextGenerator:
             prepared.append((self.render(augmented, chat), used))
         return prepared
 
-    def generate(self, prompts: list, chat: bool = False, settings: GenerationSettings | None = None,
-                 batch_size: int = 8) -> list[Completion]:
-        """Completions in prompt order; cached ones are returned without running the model."""
-        from hftoolkit.errors import UserError
+    def chat_mode(self, chat: bool | None) -> bool:
+        """None: the chat template when the checkpoint has one (a chat model answers questions)."""
+        return self.has_chat_template if chat is None else chat
 
+    def generate(self, prompts: list, chat: bool | None = None, settings: GenerationSettings | None = None,
+                 batch_size: int = defaults.GENERATE_BATCH) -> list[Completion]:
+        """Completions in prompt order; cached ones are returned without running the model."""
+        chat = self.chat_mode(chat)
         if batch_size < 1:
             raise UserError(f"--batch-size: {batch_size} must be at least 1")  # before any weights load
         settings = (settings or GenerationSettings()).with_checkpoint_defaults(self.suggested_sampling)
@@ -131,7 +137,7 @@ class TextGenerator:
                 if cacheable:
                     self.cache.set(keys[i], {"completion": done.completion, "tokens": done.tokens})
         for prompt, result, (_, used) in zip(prompts, results, prepared):
-            result.passages = used
+            result.passages, result.request, result.chat = used, prompt, chat
             result.log_id = self._log_request(prompt, result, settings)
         return results
 
@@ -153,13 +159,12 @@ class TextGenerator:
         """One chat turn, returning just the answer text."""
         return self.generate([question], chat=True, settings=GenerationSettings(**settings))[0].completion
 
-    def stream(self, prompt, chat: bool = True, settings: GenerationSettings | None = None) -> Iterator[str]:
+    def stream(self, prompt, chat: bool | None = None, settings: GenerationSettings | None = None) -> Iterator[str]:
         """Yield text pieces as the model produces them (not cached)."""
         import torch
         from transformers import TextIteratorStreamer
 
-        from dataclasses import replace
-
+        chat = self.chat_mode(chat)
         # a streamer takes one sequence: no beam search, whatever the checkpoint asks for
         settings = replace((settings or GenerationSettings()).with_checkpoint_defaults(self.suggested_sampling),
                            num_beams=1)
@@ -203,6 +208,5 @@ def _open_request_log(request_log, warn):
     """A GenerationLog from a URI (or one given ready-made), or None."""
     if request_log is None or not isinstance(request_log, str):
         return request_log
-    from hftoolkit.db.generation_log import GenerationLog
 
     return GenerationLog(request_log, warn=warn)

@@ -17,9 +17,9 @@ from pathlib import Path
 
 from hftoolkit.errors import UserError
 from hftoolkit.file_hash import sha256_file
-from hftoolkit.redact import redact, remember_uri, with_encoded_password
 from hftoolkit.file_lock import file_lock
 from hftoolkit.paths import cache_dir
+from hftoolkit.redact import redact, remember_uri, with_encoded_password
 
 MODEL_FILES = ("*.safetensors", "*.bin", "config.json", "tokenizer.json", "tokenizer_config.json",
                "chat_template.jinja", "special_tokens_map.json", "generation_config.json", "vocab.txt", "*.model")

@@ -11,6 +11,7 @@ from __future__ import annotations
 import time
 from dataclasses import asdict, dataclass, field
 
+from hftoolkit import defaults
 from hftoolkit.checkpoint.open import check_checkpoint, open_config, open_model, open_tokenizer
 from hftoolkit.errors import UserError
 
@@ -19,7 +20,7 @@ from hftoolkit.errors import UserError
 class GenerationSettings:
     """Sampling knobs; None means "use the checkpoint's generation_config"."""
 
-    max_new_tokens: int = 64
+    max_new_tokens: int = defaults.MAX_NEW_TOKENS
     temperature: float | None = None  # 0 or None with do_sample unset: greedy
     top_p: float | None = None
     top_k: int | None = None
@@ -65,6 +66,8 @@ class Completion:
     cached: bool = False
     passages: list = field(default_factory=list)  # retrieval.store.Hit objects put into the prompt
     log_id: int | None = None  # its row in the generation log, when one is kept
+    request: object = None  # the prompt as asked (text or chat messages), before any template
+    chat: bool = False  # whether the chat template was applied (the completion is then an answer)
 
     @property
     def sources(self) -> list[dict]:
@@ -110,7 +113,7 @@ class Generator:
             raise UserError(f"checkpoint '{self.path}' has no chat template; drop --chat to continue raw text")
         return self.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
 
-    def generate(self, texts: list[str], settings: GenerationSettings, batch_size: int = 8,
+    def generate(self, texts: list[str], settings: GenerationSettings, batch_size: int = defaults.GENERATE_BATCH,
                  log=print) -> list[Completion]:
         """Generate for already-rendered texts, `batch_size` at a time, results in input order.
 

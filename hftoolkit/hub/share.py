@@ -1,4 +1,5 @@
-"""`hftoolkit push` and `pull`: a checkpoint folder to a model hub and back, through huggingface_hub.
+"""Model hub transfers through huggingface_hub: one commit of chosen files up (`push_files`), a pinned
+safetensors-only download into a new folder (`pull_checkpoint`).
 
 The endpoint is `endpoint` when given, else HF_ENDPOINT (huggingface_hub reads
 it at import); the token comes from where huggingface_hub looks (HF_TOKEN, the
@@ -15,13 +16,12 @@ import tempfile
 from contextlib import contextmanager
 from pathlib import Path
 
-from hftoolkit.checkpoint.new_folder import write_new_folder
-from hftoolkit.checkpoint.output_dir import is_ours, written_by_us
+from hftoolkit import defaults
 from hftoolkit.errors import UserError
 from hftoolkit.hub.endpoint import bound_hub_requests, network_timeout
 from hftoolkit.redact import redact, remember_secret
+from hftoolkit.safe_write import write_new_folder
 
-TRAINING_STATE = "checkpoints"  # resumable Trainer state: optimizer, RNG, scheduler
 PICKLE_PATTERNS = ["*.bin", "*.pt", "*.pth", "*.pkl", "*.pickle", "*.ckpt", "*.joblib"]
 PULL_RECORD = "pulled_from.json"
 PUSH_RECORD = ".hftoolkit_push.json"  # in the hub repository: the files the last push sent
@@ -43,8 +43,12 @@ def _secret() -> str | None:
 @contextmanager
 def hub_errors(action: str, repo_id: str, endpoint: str):
     """One line per hub failure: bad token, missing repo or revision, unreachable hub. Never the token."""
-    from huggingface_hub.errors import (HfHubHTTPError, LocalTokenNotFoundError, RepositoryNotFoundError,
-                                        RevisionNotFoundError)
+    from huggingface_hub.errors import (
+        HfHubHTTPError,
+        LocalTokenNotFoundError,
+        RepositoryNotFoundError,
+        RevisionNotFoundError,
+    )
 
     def clean(text: str) -> str:
         remember_secret(_secret())
@@ -85,24 +89,17 @@ def check_repo_id(repo_id: str, field: str = "REPO_ID") -> None:
         raise UserError(f"{field}: '{repo_id}' is not a repository id; use OWNER/NAME, e.g. me/cars-qa")
 
 
-def push_checkpoint(folder: str, repo_id: str, private: bool = False, revision: str = "main",
-                    commit_message: str | None = None, endpoint: str | None = None,
-                    include_training_state: bool = False, prune: bool = False, log=print) -> dict:
-    """Upload a checkpoint folder as one commit on `revision` (a branch, created when missing). Files we send
-    replace their namesakes; nothing else in the repository is touched, since a colleague's README, eval file
+def push_files(source: Path, files: list[str], repo_id: str, private: bool = False,
+               revision: str = defaults.REVISION,
+               commit_message: str | None = None, endpoint: str | None = None, prune: bool = False,
+               log=print) -> dict:
+    """Upload `files` (relative to `source`) as one commit on `revision` (a branch, created when missing). Files we
+    send replace their namesakes; nothing else in the repository is touched, since a colleague's README, eval file
     or GGUF there is not ours. The commit records what it sent (PUSH_RECORD); `prune` then deletes only files
     an earlier hftoolkit push sent that this folder no longer has, after naming them."""
     from huggingface_hub import CommitOperationAdd, CommitOperationDelete, HfApi
 
     check_repo_id(repo_id)
-    source = Path(folder)
-    if not (source / "config.json").is_file() or not list(source.glob("*.safetensors")):
-        raise UserError(f"CHECKPOINT: '{folder}' is not a checkpoint folder (config.json and *.safetensors); "
-                        "give a folder written by `hftoolkit train`")
-    files, unsent = files_to_publish(source, include_training_state)
-    if unsent:
-        log(f"push: not sending {len(unsent)} files hftoolkit did not write in {source.name} "
-            f"({', '.join(unsent[:5])}{' ...' if len(unsent) > 5 else ''}); upload them yourself if you mean to")
     where = _endpoint(endpoint)
     api = HfApi(endpoint=where)
     with hub_errors("push", repo_id, where):
@@ -129,20 +126,6 @@ def push_checkpoint(folder: str, repo_id: str, private: bool = False, revision: 
             "files": len(files), "stale": stale, "pruned": stale if prune else []}
 
 
-def files_to_publish(source: Path, include_training_state: bool) -> tuple[list[str], list[str]]:
-    """(files to send, files left out): a run folder sends what the run wrote, never a note or notebook the user
-    saved beside it; any other folder (a merge, a conversion) is sent whole. Resumable state only on request."""
-    every = [p for p in source.rglob("*") if p.is_file() and p.name != PUSH_RECORD
-             and p.relative_to(source).parts[0] != ".staging"]  # a save that crashed half-way
-    ours = set(written_by_us(source)[0]) if is_ours(source) else set(every)
-    state = [p for p in every if p.relative_to(source).parts[0] == TRAINING_STATE]
-    chosen = [p for p in every if p in ours and p not in state or include_training_state and p in state
-              and not p.name.startswith(".hftoolkit")]
-    unsent = [p for p in every if p not in ours and p not in state]
-    return ([p.relative_to(source).as_posix() for p in sorted(chosen)],
-            [p.relative_to(source).as_posix() for p in sorted(unsent)])
-
-
 def _pushed_before(api, repo_id: str, revision: str) -> list[str]:
     """Files the last hftoolkit push to this revision sent that are still there (none for a new repository)."""
     from huggingface_hub import hf_hub_download
@@ -159,7 +142,7 @@ def _pushed_before(api, repo_id: str, revision: str) -> list[str]:
     return [name for name in sent if isinstance(name, str) and name in present]
 
 
-def pull_checkpoint(repo_id: str, dest: str, revision: str = "main", endpoint: str | None = None) -> dict:
+def pull_checkpoint(repo_id: str, dest: str, revision: str = defaults.REVISION, endpoint: str | None = None) -> dict:
     """Download a model, pinned to the commit `revision` resolves to, into the new folder `dest`."""
     from huggingface_hub import HfApi, snapshot_download
 

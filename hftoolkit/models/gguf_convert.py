@@ -10,8 +10,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from hftoolkit.checkpoint.new_folder import require_new, write_new_folder
 from hftoolkit.errors import UserError
+from hftoolkit.safe_write import require_new, write_new_folder
 
 
 def convert_gguf(gguf_path: str | Path, dest: str | Path, log=print) -> Path:

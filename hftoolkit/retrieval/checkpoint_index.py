@@ -11,6 +11,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from hftoolkit.checkpoint.portable import portable_path
+from hftoolkit.errors import UserError
+from hftoolkit.retrieval.index import Retriever
 
 RECORD_FILE = "retrieval.json"
 DEFAULT_TOP_K = 3
@@ -38,9 +40,6 @@ def recorded_index(checkpoint: str) -> dict | None:
 def open_context(checkpoint: str, context: str | None, top_k: int | None, passage_tokens: int | None,
                  log=print, sentences: int | None = None) -> ContextSource | None:
     """The retriever and budget to answer with, or None for plain generation."""
-    from hftoolkit.errors import UserError
-    from hftoolkit.retrieval.index import Retriever
-
     if context in (None, "off", "none"):
         return None
     record = recorded_index(checkpoint) or {}

@@ -12,14 +12,13 @@ from pathlib import Path
 
 from hftoolkit.checkpoint.open import check_safetensors
 from hftoolkit.errors import UserError
+from hftoolkit.models.load import resolve_model_path
 
 
 class SentenceEmbedder:
     def __init__(self, name: str, log=print):
         import torch
         from transformers import AutoModel, AutoTokenizer
-
-        from hftoolkit.models.load import resolve_model_path
 
         self.name = name
         self.path = resolve_model_path(name, log, field="embedder")

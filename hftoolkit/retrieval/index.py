@@ -14,19 +14,23 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
+from hftoolkit import defaults
 from hftoolkit.errors import UserError
 from hftoolkit.paths import resolve_data_path
+from hftoolkit.retrieval.chunking import chunk_spans, sentence_spans
+from hftoolkit.retrieval.embedder import SentenceEmbedder
 from hftoolkit.retrieval.store import Hit, VectorStore, is_index
+from hftoolkit.safe_write import write_new_folder
 
 TEXT_SUFFIXES = (".txt", ".md")
-DEFAULT_EMBEDDER = "minilm-l6"
+DEFAULT_EMBEDDER = defaults.EMBEDDER
 
 
 @dataclass(frozen=True)
 class IndexSettings:
     embedder: str = DEFAULT_EMBEDDER
-    chunk_tokens: int = 128
-    overlap_tokens: int = 32
+    chunk_tokens: int = defaults.CHUNK_TOKENS
+    overlap_tokens: int = defaults.OVERLAP_TOKENS
 
     def check(self) -> None:
         if self.chunk_tokens < 16:
@@ -74,7 +78,6 @@ def build_index(corpus: str, out: str, settings: IndexSettings = IndexSettings()
         except UnicodeDecodeError:
             raise UserError(f"corpus: '{file}' is not UTF-8 text; convert it (e.g. iconv -t utf-8)") from None
     if not is_index(target):  # a new index is written aside and renamed into place when complete
-        from hftoolkit.checkpoint.new_folder import write_new_folder
 
         stats = {}
         write_new_folder(target, lambda staging: stats.update(_update(VectorStore(staging, create=True), texts,
@@ -88,9 +91,6 @@ def build_index(corpus: str, out: str, settings: IndexSettings = IndexSettings()
 
 def _update(store: VectorStore, texts: dict[str, str], root: Path, settings: IndexSettings, log) -> dict:
     """Re-chunk and re-embed new or changed files, drop missing ones; one transaction."""
-    from hftoolkit.retrieval.chunking import chunk_spans, sentence_spans
-    from hftoolkit.retrieval.embedder import SentenceEmbedder
-
     settings_key = hashlib.sha256(repr(settings).encode()).hexdigest()[:16]
     keys = {path: hashlib.sha256(text.encode()).hexdigest() + ":" + settings_key for path, text in texts.items()}
     known = store.file_hashes()
@@ -142,16 +142,15 @@ class Retriever:
         meta = self.store.meta()
         if not meta.get("embedder"):
             raise UserError(f"index '{index}' is empty or unfinished; run `hftoolkit index build` again")
-        from hftoolkit.retrieval.embedder import SentenceEmbedder
 
         self.embedder = SentenceEmbedder(meta["embedder"], log=log)
         self.fingerprint = self.store.fingerprint()
         self._sentence_vectors: dict = {}  # (file, start, end) -> vector; sentences recur across questions
 
-    def search(self, query: str, top_k: int = 3, sentences: int = 0) -> list[Hit]:
+    def search(self, query: str, top_k: int = defaults.SEARCH_TOP_K, sentences: int = 0) -> list[Hit]:
         return self.search_many([query], top_k, sentences)[0]
 
-    def search_many(self, queries: list[str], top_k: int = 3, sentences: int = 0) -> list[list[Hit]]:
+    def search_many(self, queries: list[str], top_k: int = defaults.SEARCH_TOP_K, sentences: int = 0) -> list[list[Hit]]:
         """The best `top_k` chunks per query; with `sentences`, the best that many sentences of those
         chunks instead (each its own hit, best first)."""
         vectors = self.embedder.encode(queries)
@@ -173,8 +172,6 @@ class Retriever:
     @staticmethod
     def _sentences(hits: list[Hit]) -> list[Hit]:
         from dataclasses import replace
-
-        from hftoolkit.retrieval.chunking import sentence_spans
 
         pieces, seen = [], set()
         for hit in hits:

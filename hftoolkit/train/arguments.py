@@ -6,14 +6,13 @@ from pathlib import Path
 
 from hftoolkit.checkpoint.output_dir import TRAINER_DIR
 from hftoolkit.recipe.schema import TrainingSection
+from hftoolkit.train.distributed import global_batch, world_size
 
 
 def training_arguments(training: TrainingSection, out: Path, precision: str, variable_length: bool = False,
                        batch_metrics: bool = False):
     import torch
     from transformers import TrainingArguments
-
-    from hftoolkit.train.distributed import global_batch, world_size
 
     early = training.early_stopping_patience is not None
     return TrainingArguments(

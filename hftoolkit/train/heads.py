@@ -7,8 +7,12 @@ from hftoolkit.recipe.schema import Recipe
 
 
 def collator_for(recipe: Recipe, tokenizer):
-    from transformers import (DataCollatorForLanguageModeling, DataCollatorForSeq2Seq, DataCollatorWithPadding,
-                              default_data_collator)
+    from transformers import (
+        DataCollatorForLanguageModeling,
+        DataCollatorForSeq2Seq,
+        DataCollatorWithPadding,
+        default_data_collator,
+    )
 
     task = recipe.model.task
     if task == "classification":

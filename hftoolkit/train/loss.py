@@ -9,6 +9,8 @@ third less training time for SFT examples on a CPU (benchmark in the README).
 
 from __future__ import annotations
 
+from hftoolkit.train.precision import fp32_forward
+
 IGNORE_INDEX = -100
 
 
@@ -38,8 +40,6 @@ def matches_model_loss(model, inputs: dict) -> bool:
     rounding neither fails the check nor hides a real difference. On one labelled row of the batch: two fp32
     forwards of a whole SmolLM2 batch cost a QA run several seconds before its first step."""
     import torch
-
-    from hftoolkit.train.precision import fp32_forward
 
     labelled = (inputs["labels"][:, 1:] != IGNORE_INDEX).any(dim=1).nonzero()
     row = int(labelled[0]) if len(labelled) else 0

@@ -9,6 +9,8 @@ back to the 2D mask (documents see earlier ones, positions run on) if it fails.
 
 from __future__ import annotations
 
+from hftoolkit.train.precision import fp32_forward
+
 
 def second_document(position_ids) -> tuple[int, int] | None:
     """(start, end) of the second document in a block's position ids, if it has one."""
@@ -40,8 +42,6 @@ def documents_kept_apart(model, inputs: dict, tolerance: float = 1e-3, window: i
     positions = inputs["position_ids"][row:row + 1, first:last]
     # in fp32, so only a real leak between documents exceeds the tolerance: autocast off, and past the forward
     # that accelerate wraps in its own autocast for bf16 training (whose rounding alone failed the check)
-    from hftoolkit.train.precision import fp32_forward
-
     forward = fp32_forward(model)
     with torch.no_grad(), torch.autocast(ids.device.type, enabled=False):
         packed = forward(input_ids=ids, position_ids=positions, use_cache=False).logits[0, start - first:].float()

@@ -11,6 +11,8 @@ import functools
 import statistics
 import time
 
+from hftoolkit.train.distributed import rank0_flag
+
 # bf16 must beat fp32 by this much: autocast adds casts and keeps some operations in fp32
 BF16_MIN_SPEEDUP = 1.25
 PROBE_SIZE = 1024
@@ -65,7 +67,6 @@ def resolve_precision(choice: str) -> tuple[str, str]:
     """(precision, why). Several processes all take rank 0's measurement, so they train alike."""
     if choice != "auto":
         return choice, "set in the recipe"
-    from hftoolkit.train.distributed import rank0_flag
 
     precision, why = auto_precision()
     agreed = "bf16" if rank0_flag(precision == "bf16") else "fp32"

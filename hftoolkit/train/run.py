@@ -5,18 +5,36 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-from hftoolkit.checkpoint.output_dir import (TRAINER_DIR, check_disk_space, check_output_dir, check_resume_matches,
-                                              claim_output_dir, clear_run, last_trainer_checkpoint)
-from hftoolkit.checkpoint.save import save_checkpoint
+from hftoolkit.allocator import describe
+from hftoolkit.checkpoint.output_dir import (
+    TRAINER_DIR,
+    check_disk_space,
+    check_output_dir,
+    check_resume_matches,
+    claim_output_dir,
+    clear_run,
+    last_trainer_checkpoint,
+)
+from hftoolkit.checkpoint.portable import portable_text
+from hftoolkit.checkpoint.publish import push_checkpoint
 from hftoolkit.data.chat_format import show_loss_mask
 from hftoolkit.data.labels import inverse_frequency_weights, label_names
 from hftoolkit.data.preprocess import preprocess
+from hftoolkit.data.retrieval_examples import attach_passages
 from hftoolkit.data.splits import load_data
 from hftoolkit.errors import TrainingStopped
+from hftoolkit.models.load import add_lora, build_from_scratch, load_pretrained
 from hftoolkit.recipe.load import to_dict
 from hftoolkit.recipe.schema import Recipe
-from hftoolkit.recipe.validate import validate
+from hftoolkit.train import distributed
+from hftoolkit.train.answer_eval import AnswerAccuracy
+from hftoolkit.train.arguments import training_arguments
+from hftoolkit.train.checks import check_before_training
+from hftoolkit.train.distributed import is_main
+from hftoolkit.train.heads import collator_for, compute_metrics_for
 from hftoolkit.train.metrics import perplexity
+from hftoolkit.train.precision import resolve_precision
+from hftoolkit.train.save import save_checkpoint
 
 
 def train(recipe: Recipe, resume: bool = False, overwrite: bool = False, log=print, force: bool = False) -> dict:
@@ -24,9 +42,10 @@ def train(recipe: Recipe, resume: bool = False, overwrite: bool = False, log=pri
     even when the recipe or data changed since the run started.
 
     Under torchrun/accelerate every rank runs this; rank 0 alone writes (see `train.distributed`)."""
-    from hftoolkit.train import distributed
+    from hftoolkit.train.cpu_kernels import restore  # heavy: transformers' Trainer, imported when work starts
+    from hftoolkit.train.stopping import SafeCheckpoints  # heavy: transformers' Trainer, imported when work starts
 
-    validate(recipe)
+    check_before_training(recipe)
     out = check_output_dir(recipe.output.dir, resume, overwrite)
     distributed.wait_for_everyone()  # every rank has checked the folder before rank 0 writes into it
     log = log if distributed.is_main() else (lambda message: None)
@@ -44,8 +63,6 @@ def train(recipe: Recipe, resume: bool = False, overwrite: bool = False, log=pri
         tokenizer, model = setup_model(recipe, loaded, labels, log)
         retriever = None
         if recipe.data.retrieval is not None:
-            from hftoolkit.data.retrieval_examples import attach_passages
-
             loaded, retriever = attach_passages(loaded, recipe, tokenizer, log)
         blocks, stats, hit = preprocess(recipe, loaded, tokenizer, labels)
     if resume and not force:
@@ -66,10 +83,7 @@ def train(recipe: Recipe, resume: bool = False, overwrite: bool = False, log=pri
     distributed.wait_for_everyone()
     answer_accuracy = None
     if recipe.training.answer_accuracy:
-        from hftoolkit.train.answer_eval import AnswerAccuracy
-
         answer_accuracy = AnswerAccuracy(list(loaded.validation), recipe, tokenizer)
-    from hftoolkit.train.stopping import SafeCheckpoints
 
     safe = SafeCheckpoints(final_save=recipe.output.keep_training_state)
     trainer, precision = build_trainer(recipe, model, tokenizer, blocks, out, labels, answer_accuracy, safe,
@@ -81,7 +95,6 @@ def train(recipe: Recipe, resume: bool = False, overwrite: bool = False, log=pri
                               f"{last_trainer_checkpoint(out)} is saved: run the same command with --resume to "
                               "continue", safe.stop_signal)
     final_eval = final_evaluation(trainer)
-    from hftoolkit.train.cpu_kernels import restore
 
     restore(trainer.model)
     for callback in trainer.callback_handler.callbacks:
@@ -103,8 +116,6 @@ def train(recipe: Recipe, resume: bool = False, overwrite: bool = False, log=pri
             SafeCheckpoints.remove_all(out / TRAINER_DIR)
         log(f"saved checkpoint to {out}: " + headline(metrics))
         if recipe.output.push_to:
-            from hftoolkit.hub.share import push_checkpoint
-
             pushed = push_checkpoint(str(out), recipe.output.push_to, private=recipe.output.push_private, log=log)
             log(f"pushed {pushed['files']} files to {pushed['repo_id']}: commit {pushed['commit']}")
     distributed.wait_for_everyone()
@@ -113,8 +124,6 @@ def train(recipe: Recipe, resume: bool = False, overwrite: bool = False, log=pri
 
 def setup_model(recipe: Recipe, loaded, labels: list[str] | None, log):
     """(tokenizer, model), pretrained or from scratch, with LoRA adapters when asked."""
-    from hftoolkit.models.load import add_lora, build_from_scratch, load_pretrained
-
     head = head_config(recipe, labels)
     if recipe.model.from_scratch:
         column = recipe.data.text_column
@@ -144,24 +153,17 @@ def head_config(recipe: Recipe, labels: list[str] | None) -> dict:
 
 def build_trainer(recipe: Recipe, model, tokenizer, blocks, out: Path, labels: list[str] | None = None,
                   answer_accuracy=None, safe_checkpoints=None, log=lambda message: None):
+    import torch
     from transformers import EarlyStoppingCallback
 
-    from hftoolkit.train.arguments import training_arguments
-    from hftoolkit.train.heads import collator_for, compute_metrics_for
-    from hftoolkit.train.precision import resolve_precision
-    from hftoolkit.train.stopping import SafeCheckpoints
-    from hftoolkit.train.trainer import PerplexityTrainer
+    from hftoolkit.train.cpu_kernels import use_cpu_kernels  # heavy: transformers' Trainer, imported when work starts
+    from hftoolkit.train.stopping import SafeCheckpoints  # heavy: transformers' Trainer, imported when work starts
+    from hftoolkit.train.trainer import PerplexityTrainer  # heavy: transformers' Trainer, imported when work starts
 
     precision, why = resolve_precision(recipe.training.precision)
     log(f"precision: {precision} ({why})")
-    import torch
-
     if not torch.cuda.is_available():
-        from hftoolkit.allocator import describe
-
         log(f"memory allocator: {describe()}")
-        from hftoolkit.train.cpu_kernels import use_cpu_kernels
-
         swapped = use_cpu_kernels(model, bf16=precision == "bf16")
         if swapped:
             log("CPU kernels: " + ", ".join(swapped))
@@ -169,8 +171,6 @@ def build_trainer(recipe: Recipe, model, tokenizer, blocks, out: Path, labels: l
     variable = recipe.model.task == "classification" or recipe.data.format != "text"
     args = training_arguments(recipe.training, out, precision, variable_length=variable,
                               batch_metrics=metrics is not None)
-    from hftoolkit.train.distributed import is_main
-
     callbacks = [tensorboard_callback(out / "logs")] if is_main() else []  # one event file, from rank 0
     callbacks.append(safe_checkpoints or SafeCheckpoints())  # complete markers, rotation, signals
     if recipe.training.early_stopping_patience is not None:
@@ -203,8 +203,6 @@ def tensorboard_callback(log_dir: Path):
 
     from torch.utils.tensorboard import SummaryWriter
     from transformers.integrations import TensorBoardCallback
-
-    from hftoolkit.checkpoint.portable import portable_text
 
     class RunTensorBoard(TensorBoardCallback):
         def on_train_begin(self, args, state, control, **kwargs):
@@ -240,7 +238,6 @@ def final_evaluation(trainer) -> dict:
 
 def summarize(recipe: Recipe, history: list[dict], train_metrics: dict, final_eval: dict, stats: dict,
               precision: str, wall: float) -> dict:
-    from hftoolkit.train import distributed
     evals = [h for h in history if "eval_loss" in h]
     tokens = int(train_metrics.get("num_input_tokens_seen", 0) or
                  max((h.get("num_input_tokens_seen", 0) for h in history), default=0))

@@ -21,12 +21,9 @@ from pathlib import Path
 
 from transformers import TrainerCallback
 
-COMPLETE_MARKER = ".complete"
+from hftoolkit.checkpoint.output_dir import COMPLETE_MARKER, is_complete
+
 SIGNAL_NAMES = {signal.SIGINT: "Ctrl-C (SIGINT)", signal.SIGTERM: "SIGTERM"}
-
-
-def is_complete(checkpoint: Path) -> bool:
-    return (checkpoint / COMPLETE_MARKER).is_file()
 
 
 class SafeCheckpoints(TrainerCallback):

@@ -14,7 +14,10 @@ from transformers import Trainer
 from transformers.utils import logging
 
 from hftoolkit.data.pack import packed_inputs
+from hftoolkit.train.distributed import all_reduce_sum
+from hftoolkit.train.loss import labelled_positions_loss, matches_model_loss
 from hftoolkit.train.metrics import perplexity
+from hftoolkit.train.packed import documents_kept_apart
 
 logger = logging.get_logger("hftoolkit")
 
@@ -40,8 +43,6 @@ class PerplexityTrainer(Trainer):
         if "position_ids" not in inputs:
             return inputs
         if self._documents_apart is None:
-            from hftoolkit.train.packed import documents_kept_apart
-
             was_training = model.training
             model.eval()
             self._documents_apart = documents_kept_apart(model, inputs)
@@ -65,7 +66,6 @@ class PerplexityTrainer(Trainer):
         finally:
             total, tokens = self._eval_nll
             self._eval_nll = None
-        from hftoolkit.train.distributed import all_reduce_sum
 
         total, tokens = all_reduce_sum([total, tokens])  # each rank saw its share of the eval set
         prefix = kwargs.get("metric_key_prefix", "eval")
@@ -106,8 +106,6 @@ class PerplexityTrainer(Trainer):
         return (loss, outputs) if return_outputs else loss
 
     def _labelled_positions_loss(self, model, inputs, return_outputs, num_items_in_batch):
-        from hftoolkit.train.loss import labelled_positions_loss, matches_model_loss
-
         if not self._labelled_positions_checked:
             self._labelled_positions_checked = True
             was_training = model.training

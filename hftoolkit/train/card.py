@@ -5,6 +5,10 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from hftoolkit.data.sources import looks_like_hub_id
+from hftoolkit.models.registry import known_model
+from hftoolkit.paths import resolve_data_path
+
 
 def plot_loss_curve(log_history: list[dict], path: Path) -> None:
     """Train and eval loss against optimizer step, as a PNG."""
@@ -69,8 +73,6 @@ def card_metadata(recipe: dict, metrics: dict, name: str):
     """Hub metadata: the final eval metrics become model-index results on the validation data."""
     from huggingface_hub import EvalResult, ModelCardData
 
-    from hftoolkit.models.registry import known_model
-
     data, model = recipe["data"], recipe["model"]
     base = None
     if model["name"]:
@@ -92,9 +94,6 @@ def card_metadata(recipe: dict, metrics: dict, name: str):
 
 def _is_hub_id(spec: str) -> bool:
     """OWNER/NAME that is not a local path: worth naming in hub metadata."""
-    from hftoolkit.data.sources import looks_like_hub_id
-    from hftoolkit.paths import resolve_data_path
-
     return "/" in spec and looks_like_hub_id(spec) and not Path(resolve_data_path(spec)).exists()
 
 

@@ -12,6 +12,7 @@ import os
 import sys
 
 from hftoolkit import app, defaults
+from hftoolkit.allocator import restart_with_tcmalloc
 from hftoolkit.db.uri import redact as redact_uri
 from hftoolkit.errors import TrainingStopped, UserError
 from hftoolkit.evaluation.qa_accuracy import summary_lines
@@ -490,8 +491,6 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     if argv is None:  # the real command, not a call from Python: restart once under tcmalloc if it is there
-        from hftoolkit.allocator import restart_with_tcmalloc
-
         restart_with_tcmalloc()
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")  # we tokenize in one process; silence fork warnings
     parser = build_parser()

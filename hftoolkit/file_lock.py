@@ -1,4 +1,9 @@
-"""Advisory file locks (flock) so runs that share a cache folder take turns on the same entry."""
+"""Advisory file locks (flock) so runs that share a cache folder take turns on the same entry.
+
+Ours, not `filelock`'s: the preprocessing cache needs shared locks (every run reading an entry holds one, so
+pruning can never delete it under them) and a non-blocking try. `filelock.FileLock` is exclusive only, and its
+`ReadWriteLock` keeps an SQLite database per lock whose holders may not change mode; flock is a few lines and
+the kernel releases it when a killed run's process ends."""
 
 from __future__ import annotations
 

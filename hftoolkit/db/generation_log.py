@@ -16,6 +16,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from hftoolkit import defaults
+from hftoolkit.circuit import CircuitBreaker
 from hftoolkit.db.uri import database_errors, error_line, open_engine, redact
 from hftoolkit.errors import UserError
 from hftoolkit.safe_write import require_new_file, write_new_file
@@ -57,7 +58,10 @@ class GenerationLog:
         self.engine = open_engine(uri, "--log", create=True)  # a malformed URI is bad input: fail now
         self.table = log_table(MetaData())
         self._ready = False
-        self._failing = False
+        self.breaker = CircuitBreaker(  # tried on every request: a log row is cheap, and each one matters
+            warn, lambda exc: f"warning: generation log {redact(uri)} unavailable ({error_line(exc, uri)}); "
+                              "answers are not being logged, generation goes on",
+            f"generation log {redact(uri)} is reachable again; logging resumed")
 
     def record(self, checkpoint: str, fingerprint: str, prompt: str, answer: str, settings: dict,
                sources: list, seconds: float, cached: bool) -> int | None:
@@ -65,22 +69,14 @@ class GenerationLog:
         row = {"created_at": _now(), "checkpoint": checkpoint, "model_fingerprint": fingerprint,
                "prompt": prompt, "answer": answer, "settings": json.dumps(settings, sort_keys=True),
                "sources": json.dumps(sources), "latency_ms": round(seconds * 1000, 3), "cached": cached}
-        try:
-            with self.engine.begin() as connection:
-                if not self._ready:
-                    self.table.create(connection, checkfirst=True)
-                    self._ready = True
-                new_id = connection.execute(self.table.insert().values(**row)).inserted_primary_key[0]
-        except Exception as exc:  # any database failure: the answer matters more than its log line
-            if not self._failing:
-                self.warn(f"warning: generation log {redact(self.uri)} unavailable ({error_line(exc, self.uri)}); "
-                          "answers are not being logged, generation goes on")
-            self._failing = True
-            return None
-        if self._failing:
-            self.warn(f"generation log {redact(self.uri)} is reachable again; logging resumed")
-            self._failing = False
-        return new_id
+        return self.breaker.call(self._insert, row)  # a database failure: the answer matters more than its log
+
+    def _insert(self, row: dict) -> int:
+        with self.engine.begin() as connection:
+            if not self._ready:
+                self.table.create(connection, checkfirst=True)
+                self._ready = True
+            return connection.execute(self.table.insert().values(**row)).inserted_primary_key[0]
 
 
 def _open_log(uri: str):

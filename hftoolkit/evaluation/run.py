@@ -8,7 +8,7 @@ from hftoolkit.errors import UserError
 from hftoolkit.evaluation.perplexity import text_perplexity
 from hftoolkit.evaluation.qa_accuracy import qa_accuracy
 from hftoolkit.generate.api import TextGenerator
-from hftoolkit.generate.engine import Generator
+from hftoolkit.generate.engine import Generator, context_length
 
 
 def evaluate_causal_lm(checkpoint: str, data: str, system: str | None = None, batch_size: int = defaults.EVAL_GENERATION_BATCH,
@@ -29,5 +29,6 @@ def evaluate_causal_lm(checkpoint: str, data: str, system: str | None = None, ba
                         f"(columns: {', '.join(rows.column_names)})")
 
     generator = Generator.load(checkpoint)
+    block_size = min(block_size, context_length(checkpoint))  # a small model's window may be shorter
     texts = [t for t in rows[text_column] if isinstance(t, str) and t.strip()]
     return text_perplexity(generator.model, generator.tokenizer, texts, block_size=block_size)

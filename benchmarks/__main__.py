@@ -1,6 +1,6 @@
 """Run every benchmark, alone, and write `results.json` and `results.md`.
 
-    python -m benchmarks [--out benchmarks/results] [--only training,preprocessing,generation] [--rounds 2]
+    python -m benchmarks [--out benchmarks/results] [--only training,preprocessing,generation,serving] [--rounds 2]
                          [--cases smollm2_full_text,...]
 
 Prints the CPU model and its bf16/AMX flags first, then each benchmark's rows as they finish. Every
@@ -19,7 +19,7 @@ from pathlib import Path
 from benchmarks import machine
 from benchmarks.report import markdown
 
-SECTIONS = ("training", "preprocessing", "generation")
+SECTIONS = ("training", "preprocessing", "generation", "serving")
 
 
 def main() -> None:
@@ -65,6 +65,12 @@ def main() -> None:
 
             checkpoint = str(resolve_model_path("smollm2-135m-instruct", lambda m: None))
             result["generation"] = generation.benchmark(checkpoint, log=log)
+        if "serving" in wanted:
+            from benchmarks import serving
+            from hftoolkit.models.load import resolve_model_path
+
+            checkpoint = str(resolve_model_path("smollm2-135m-instruct", lambda m: None))
+            result["serving"] = serving.benchmark(checkpoint, work, log=log)
     result["finished"] = time.strftime("%Y-%m-%d %H:%M:%S")
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)

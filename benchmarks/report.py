@@ -50,6 +50,10 @@ def markdown(result: dict) -> str:
                       f"for x{large['tokens'] / small['tokens']:.2f} the tokens; peak RSS "
                       f"x{large['cold_peak_rss_mb'] / small['cold_peak_rss_mb']:.2f}, peak heap "
                       f"x{large['cold_peak_heap_mb'] / small['cold_peak_heap_mb']:.2f}.", ""]
+    if "serving" in result:
+        from benchmarks.serving import markdown as serving_markdown
+
+        lines += [serving_markdown(result["serving"]), ""]
     if "generation" in result:
         gen = result["generation"]
         lines += [f"| generation ({gen['prompts']} prompts x {gen['new_tokens']} new tokens) | tokens/s | vs batch 1 |",

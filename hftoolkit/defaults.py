@@ -8,6 +8,13 @@ CHAT_MAX_NEW_TOKENS = 256  # a chat turn is an answer, not a continuation
 GENERATE_BATCH = 8
 CACHE = "disk"  # off | memory | disk | FOLDER | redis://host:port/db
 CONTEXT = "auto"  # the index the checkpoint was trained with, when it exists
+GENERATE_PRECISION = "fp32"  # generate, chat: the precision the held-out answers were measured in (docs/evaluation.md)
+
+# serve
+SERVE_HOST = "127.0.0.1"  # loopback: reachable from this machine only, until a key is set
+SERVE_PORT = 8000
+SERVE_PRECISION = "auto"  # bf16 where this CPU's bf16 matmuls are faster (1.6x the tokens/s of fp32 at batch 8)
+SERVE_MAX_BATCH = 8  # concurrent requests generated together (measured: benchmarks/results/serving-*.json)
 
 # eval
 EVAL_GENERATION_BATCH = 16  # questions per batch; encoders default to the batch their recipe trained with

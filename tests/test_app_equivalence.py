@@ -188,6 +188,14 @@ def test_cli_defaults_are_the_verbs_defaults():
     assert generated.max_new_tokens == app.request_settings().max_new_tokens == defaults.MAX_NEW_TOKENS
     assert generated.cache == inspect.signature(app.generate.__globals__["TextGenerator"]).parameters["cache"].default
     assert generated.context == defaults.CONTEXT
+    assert generated.precision == inspect.signature(app.open_generator).parameters["precision"].default
+    from hftoolkit.serve import serve
+
+    served = parser.parse_args(["serve", "CK"])
+    signature = inspect.signature(serve).parameters
+    for flag in ("host", "port", "max_batch", "precision"):
+        assert getattr(served, flag) == signature[flag].default, flag
+    assert served.cache == generated.cache and served.context == generated.context
 
 
 def test_merge(tiny_chat_model, tmp_path, capsys):

@@ -280,9 +280,38 @@ def test_python_blocks_in_the_docs_run(page, reader_workspace):
     blocks = [body for lang, body in fenced_blocks(page.read_text(encoding="utf-8")) if lang == "python"]
     script = "\n".join(blocks)
     path = os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))
-    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=600,
-                          cwd=reader_workspace, env={**os.environ, "PYTHONPATH": path})
+    env = {**os.environ, "PYTHONPATH": path}
+    server = None
+    if "127.0.0.1:8000" in script:  # the serving guide's client talks to `hftoolkit serve runs/cars_qa`, as a reader's
+        server = subprocess.Popen([sys.executable, "-m", "hftoolkit", "serve", "runs/cars_qa", "--cache", "off"],
+                                  cwd=reader_workspace, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        wait_healthy("http://127.0.0.1:8000/health", server)
+    try:
+        done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=600,
+                              cwd=reader_workspace, env=env)
+    finally:
+        if server is not None:
+            server.terminate()
+            server.wait(timeout=30)
     assert done.returncode == 0, f"{page.relative_to(REPO)}'s Python blocks failed:\n{done.stderr[-3000:]}"
+
+
+def wait_healthy(url: str, process: subprocess.Popen, timeout: float = 120) -> None:
+    import time
+    import urllib.error
+    import urllib.request
+
+    deadline = time.monotonic() + timeout
+    while True:
+        assert process.poll() is None, "the server exited (is port 8000 taken?)"
+        try:
+            with urllib.request.urlopen(url, timeout=2) as response:
+                if response.status == 200:
+                    return
+        except (urllib.error.URLError, OSError):
+            pass
+        assert time.monotonic() < deadline, f"{url} not healthy"
+        time.sleep(0.2)
 
 
 def test_the_site_builds_strict_and_offline(tmp_path):

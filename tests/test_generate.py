@@ -64,6 +64,11 @@ def test_stream_matches_generate_and_stop_strings(checkpoint):
     streamed = "".join(gen.stream(prompt, chat=False, settings=GenerationSettings(max_new_tokens=16,
                                                                                   stop=[stop_word])))
     assert streamed == stopped.completion
+    # the server's batched streaming: the same text, and no piece of the stop string ever went out
+    pieces: list[str] = []
+    [batched] = gen.stream_batch([prompt], False, GenerationSettings(max_new_tokens=16, stop=[stop_word]),
+                                 on_piece=lambda row, piece: pieces.append(piece))
+    assert "".join(pieces) == batched.completion == stopped.completion
 
 
 def with_beams(checkpoint: str, folder, num_beams: int):

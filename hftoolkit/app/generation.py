@@ -17,6 +17,7 @@ from hftoolkit.generate.api import TextGenerator
 from hftoolkit.generate.cache import open_backend
 from hftoolkit.generate.engine import Completion, GenerationSettings
 from hftoolkit.redact import redact
+from hftoolkit.train.precision import auto_precision
 
 
 def read_prompts(prompts: list | tuple = (), file: str | None = None) -> list:
@@ -61,24 +62,40 @@ def generate(checkpoint: str, prompts: list | tuple = (), file: str | None = Non
     """Completions for `prompts` (and the prompts in `file`), in order; cached ones come back without running
     the model. `options` go to `TextGenerator` (cache, system, request_log, context, top_k, ...)."""
     texts = read_prompts(prompts, file)
-    generator = TextGenerator(checkpoint, log=log, **options)
-    return generator.generate(texts, chat, settings, batch_size)
+    return open_generator(checkpoint, log=log, **options).generate(texts, chat, settings, batch_size)
 
 
 def stream(checkpoint: str, prompts: list | tuple = (), file: str | None = None, chat: bool | None = None,
            settings: GenerationSettings | None = None, log=print, **options) -> Iterator[Iterator[str]]:
     """Per prompt, an iterator of text pieces as the model makes them (not cached; the model loads once)."""
     texts = read_prompts(prompts, file)
-    generator = TextGenerator(checkpoint, log=log, **options)
+    generator = open_generator(checkpoint, log=log, **options)
     for text in texts:
         yield generator.stream(text, chat, settings)
+
+
+def open_generator(checkpoint: str, log=print, precision: str = defaults.GENERATE_PRECISION,
+                   **options) -> TextGenerator:
+    """The generator behind `generate`, `chat` and the HTTP server: checks the checkpoint and opens its
+    tokenizer, cache, index and log now; the weights load on first need. `options` as for `generate`;
+    `precision` fp32, bf16 or auto (bf16 where this machine's bf16 matmuls are measurably faster)."""
+    return TextGenerator(checkpoint, log=log, precision=resolve_generation_precision(precision, log), **options)
+
+
+def resolve_generation_precision(precision: str, log=print) -> str:
+    """fp32 or bf16 as given; auto: bf16 where this machine's bf16 matmuls are measurably faster (as training)."""
+    if precision != "auto":
+        return precision
+    precision, why = auto_precision()
+    log(f"precision auto: {precision} ({why})")
+    return precision
 
 
 class Chat:
     """A conversation with a checkpoint: each `send` streams the reply and adds both turns to the history."""
 
     def __init__(self, checkpoint: str, settings: GenerationSettings | None = None, log=print, **options):
-        self.generator = TextGenerator(checkpoint, log=log, **{"cache": "off", **options})
+        self.generator = open_generator(checkpoint, log=log, **{"cache": "off", **options})
         self.settings = settings or GenerationSettings(max_new_tokens=defaults.CHAT_MAX_NEW_TOKENS)
         self.history: list[dict] = []
 

@@ -89,6 +89,9 @@ def quickstart(output_dir: str = defaults.QUICKSTART_DIR, overrides: list[str] |
     results_file.write_text(json.dumps(summary, indent=2))
     record_written(Path(output_dir), [results_file])
     log(f"\ntotal {summary['seconds']:.0f}s; details in {output_dir}/quickstart_results.json")
+    log(f"serve it: hftoolkit serve {output_dir}   (OpenAI-compatible API at "
+        f"http://{defaults.SERVE_HOST}:{defaults.SERVE_PORT}/v1, chat page at "
+        f"http://{defaults.SERVE_HOST}:{defaults.SERVE_PORT}/)")
     return summary
 
 

@@ -14,13 +14,13 @@ from hftoolkit.generate.engine import Generator, context_length
 def evaluate_causal_lm(checkpoint: str, data: str, system: str | None = None, batch_size: int = defaults.EVAL_GENERATION_BATCH,
                        text_column: str = "text", block_size: int = 256, context: str | None = defaults.CONTEXT,
                        top_k: int | None = None, context_tokens: int | None = None, log=print,
-                       sentences: int | None = None) -> dict:
+                       sentences: int | None = None, precision: str = defaults.GENERATE_PRECISION) -> dict:
     """QA files (a `question` column) get answer accuracy, with retrieval as `context` says; text files
-    get perplexity."""
+    get perplexity. `precision`: fp32 or bf16 weights."""
     rows = load_split(data, "--data")
     if "question" in rows.column_names:
         generator = TextGenerator(checkpoint, cache="off", system=system, log=log, context=context, top_k=top_k,
-                                  context_tokens=context_tokens, sentences=sentences)
+                                  context_tokens=context_tokens, sentences=sentences, precision=precision)
         result = qa_accuracy(generator, list(rows), batch_size)
         result["retrieval"] = generator.context.retriever.path if generator.context else None
         return result
@@ -28,7 +28,7 @@ def evaluate_causal_lm(checkpoint: str, data: str, system: str | None = None, ba
         raise UserError(f"--data: '{data}' has neither a 'question' nor a '{text_column}' column "
                         f"(columns: {', '.join(rows.column_names)})")
 
-    generator = Generator.load(checkpoint)
+    generator = Generator.load(checkpoint, precision)
     block_size = min(block_size, context_length(checkpoint))  # a small model's window may be shorter
     texts = [t for t in rows[text_column] if isinstance(t, str) and t.strip()]
     return text_perplexity(generator.model, generator.tokenizer, texts, block_size=block_size)

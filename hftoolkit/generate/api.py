@@ -20,7 +20,7 @@ from __future__ import annotations
 import threading
 import time
 from dataclasses import replace
-from typing import Iterator
+from typing import Callable, Iterator
 
 from hftoolkit import defaults
 from hftoolkit.checkpoint.open import check_checkpoint, open_tokenizer
@@ -29,6 +29,7 @@ from hftoolkit.db.generation_log import GenerationLog
 from hftoolkit.errors import UserError
 from hftoolkit.generate.cache import ResponseCache, model_fingerprint, open_backend, request_key
 from hftoolkit.generate.engine import Completion, GenerationSettings, Generator, context_length, cut_at_stop
+from hftoolkit.generate.streaming import RowStopper, RowStreamer, held_back
 from hftoolkit.retrieval.checkpoint_index import open_context
 from hftoolkit.retrieval.context import augment, question_of
 
@@ -46,8 +47,10 @@ class _TokenizerOnly:
 class TextGenerator:
     def __init__(self, checkpoint: str, cache: str | None = defaults.CACHE, cache_ttl: int | None = None,
                  system: str | None = None, log=print, context: str | None = defaults.CONTEXT, top_k: int | None = None,
-                 context_tokens: int | None = None, request_log=None, sentences: int | None = None):
+                 context_tokens: int | None = None, request_log=None, sentences: int | None = None,
+                 precision: str = defaults.GENERATE_PRECISION):
         check_checkpoint(checkpoint)
+        self.precision = precision
         self.checkpoint, self.log = checkpoint, log
         self.system = system if system is not None else saved_system_prompt(checkpoint)
         self.suggested_sampling = saved_sampling(checkpoint)  # used unless a request sets its own knobs
@@ -66,7 +69,7 @@ class TextGenerator:
     def generator(self) -> Generator:
         """The loaded model, on first need."""
         if self._generator is None:
-            self._generator = Generator.load(self.checkpoint)
+            self._generator = Generator.load(self.checkpoint, self.precision)
         return self._generator
 
     @property
@@ -141,6 +144,65 @@ class TextGenerator:
             result.log_id = self._log_request(prompt, result, settings)
         return results
 
+    def stream_batch(self, prompts: list, chat: bool | None, settings: GenerationSettings | None,
+                     on_piece: Callable[[int, str], None], cancelled: Callable[[int], bool] = lambda row: False,
+                     between_steps: Callable[[], None] | None = None, cached_only: bool = False
+                     ) -> list[Completion | None]:
+        """Stream several prompts through one `generate()`: `on_piece(i, text)` gets prompt i's new text as it
+        comes, `cancelled(i)` stops prompt i alone, `between_steps()` runs after each generated token. Greedy or
+        sampled, never beams (as `stream`); answers come from and go to the response cache and the generation log
+        as in `generate` (a cached one arrives whole). `cached_only`: answer from the cache alone (None for a
+        miss, which is neither generated nor logged)."""
+        chat = self.chat_mode(chat)
+        settings = replace((settings or GenerationSettings()).with_checkpoint_defaults(self.suggested_sampling),
+                           num_beams=1)
+        prepared = self.prepare(prompts, chat, settings.max_new_tokens)
+        cacheable = not settings.sampling or settings.seed is not None
+        keys = [request_key(self.model_hash, text, {**settings.as_dict(), **self._context_key(used)})
+                for text, used in prepared]
+        results: list[Completion | None] = [None] * len(prompts)
+        for i, key in enumerate(keys):
+            started = time.perf_counter()
+            hit = self.cache.get(key) if cacheable else None
+            if hit is not None:
+                on_piece(i, hit["completion"])
+                results[i] = Completion(prepared[i][0], hit["completion"], hit["tokens"],
+                                        round(time.perf_counter() - started, 6), cached=True)
+        missing = [i for i, r in enumerate(results) if r is None]
+        if missing and not cached_only:
+            for i, done in zip(missing, self._stream_rows([prepared[i][0] for i in missing], settings,
+                                                          lambda row, piece: on_piece(missing[row], piece),
+                                                          lambda row: cancelled(missing[row]), between_steps)):
+                results[i] = done
+                if cacheable and not cancelled(i):
+                    self.cache.set(keys[i], {"completion": done.completion, "tokens": done.tokens})
+        for i, (prompt, result, (_, used)) in enumerate(zip(prompts, results, prepared)):
+            if result is None:
+                continue
+            result.passages, result.request, result.chat = used, prompt, chat
+            result.log_id = None if cancelled(i) else self._log_request(prompt, result, settings)
+        return results
+
+    def _stream_rows(self, texts: list[str], settings: GenerationSettings, on_piece, cancelled,
+                     between_steps=None) -> list[Completion]:
+        import torch
+        from transformers import StoppingCriteriaList
+
+        gen = self.generator
+        started = time.perf_counter()
+        inputs = gen._encode(texts, settings.max_new_tokens, self.log)
+        eos = gen.model.generation_config.eos_token_id
+        streamer = RowStreamer(gen.tokenizer, len(texts), settings.stop, set(eos if isinstance(eos, list) else [eos]),
+                               on_piece)
+        kwargs = {**gen._generate_kwargs(replace(settings, stop=[])),
+                  "stopping_criteria": StoppingCriteriaList([RowStopper(streamer, cancelled, between_steps)])}
+        if settings.seed is not None:
+            torch.manual_seed(settings.seed)
+        with torch.inference_mode():
+            gen.model.generate(**inputs, streamer=streamer, **kwargs)
+        elapsed = round((time.perf_counter() - started) / len(texts), 4)
+        return [Completion(text, streamer.text(row), streamer.tokens(row), elapsed) for row, text in enumerate(texts)]
+
     def _log_request(self, prompt, result: Completion, settings: GenerationSettings) -> int | None:
         if self.request_log is None:
             return None
@@ -149,11 +211,13 @@ class TextGenerator:
                                        result.seconds, result.cached)
 
     def _context_key(self, used: list) -> dict:
-        """Cache-key part for retrieval: the index's content and the exact chunks used."""
+        """Cache-key part beyond the settings: the precision when not fp32 (a bf16 answer may differ), and for
+        retrieval the index's content and the exact chunks used."""
+        key = {} if self.precision == "fp32" else {"precision": self.precision}
         if self.context is None:
-            return {}
-        return {"context": {"index": self.context.retriever.fingerprint,
-                            "chunks": [[h.chunk_id, h.start, h.end] for h in used]}}
+            return key
+        return {**key, "context": {"index": self.context.retriever.fingerprint,
+                                   "chunks": [[h.chunk_id, h.start, h.end] for h in used]}}
 
     def ask(self, question: str, **settings) -> str:
         """One chat turn, returning just the answer text."""
@@ -187,16 +251,19 @@ class TextGenerator:
 
         worker = threading.Thread(target=run, daemon=True)
         worker.start()
-        produced = ""
+        produced, sent = "", 0  # text so far, and how much of it went out
         for piece in streamer:
-            if settings.stop:
-                cut = cut_at_stop(produced + piece, settings.stop)
-                if len(cut) < len(produced + piece):
-                    yield cut[len(produced):]
-                    produced = cut
-                    break
             produced += piece
-            yield piece
+            cut = cut_at_stop(produced, settings.stop) if settings.stop else produced
+            if len(cut) < len(produced):  # a stop string: nothing from it on goes out
+                produced = cut
+                break
+            safe = len(produced) - held_back(produced, settings.stop)  # what may still become a stop string waits
+            if safe > sent:
+                yield produced[sent:safe]
+                sent = safe
+        if len(produced) > sent:
+            yield produced[sent:]
         worker.join()
         if errors:
             raise errors[0]

@@ -56,7 +56,8 @@ class VectorStore:
                             "`hftoolkit index build CORPUS --out INDEX`")
         self.folder.mkdir(parents=True, exist_ok=True)
         try:
-            self.db = sqlite3.connect(self.folder / DB_NAME)
+            # opened where the index is loaded, searched by the server's inference thread: one user at a time
+            self.db = sqlite3.connect(self.folder / DB_NAME, check_same_thread=False)
             self.db.executescript(SCHEMA)
         except sqlite3.DatabaseError as exc:
             raise UserError(f"'{folder}/{DB_NAME}' is not a readable index ({exc}); rebuild it into a new "

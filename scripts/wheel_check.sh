@@ -25,3 +25,24 @@ assert metrics["train_steps"] == 1, metrics
 print(f"wheel check: trained cars_qa by name from {sys.argv[1].split('/')[0]}/ outside the checkout, "
       f"1 step, eval_loss {metrics['eval_loss']:.3f}")
 PY
+# the installed package serves that folder, chat page included (package data, not the checkout)
+"$work/venv/bin/python" - "$hftoolkit" <<'PY'
+import socket, subprocess, sys, time, urllib.request
+with socket.socket() as s:
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+server = subprocess.Popen([sys.argv[1], "serve", "runs/cars_qa", "--port", str(port)], stderr=subprocess.DEVNULL)
+try:
+    for _ in range(600):
+        try:
+            if urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=2).status == 200:
+                break
+        except OSError:
+            time.sleep(0.2)
+    page = urllib.request.urlopen(f"http://127.0.0.1:{port}/").read().decode()
+    assert 'data-testid="question"' in page, page[:300]
+    print(f"wheel check: the installed hftoolkit serves runs/cars_qa and its chat page ({len(page)} bytes)")
+finally:
+    server.terminate()
+    server.wait(timeout=30)
+PY

@@ -203,13 +203,15 @@ def add_context_options(parser) -> None:
                         help="answer from passages retrieved from this corpus index (default: the index the "
                              "checkpoint was trained with, when it exists)")
     parser.add_argument("--no-context", action="store_true", help="no retrieval, even if the checkpoint has an index")
-    parser.add_argument("--top-k", type=int, help="passages to retrieve per question (default: as trained, else 3)")
+    parser.add_argument("--top-k", type=int, help="passages to retrieve per question (default: as trained, else "
+                        f"{defaults.CONTEXT_TOP_K})")
     parser.add_argument("--context-tokens", type=int,
-                        help="most tokens of passages per prompt (default: as trained, else 384); the prompt "
-                             "never outgrows the model's window")
+                        help=f"most tokens of passages per prompt (default: as trained, else {defaults.CONTEXT_TOKENS});"
+                             " the prompt never outgrows the model's window")
     parser.add_argument("--sentences", type=int, metavar="N",
                         help="put only the N sentences of the retrieved passages most similar to the question "
-                             "into the prompt; 0: whole passages (default: as trained, else 0)")
+                             f"into the prompt; 0: whole passages (default: as trained, else "
+                             f"{defaults.CONTEXT_SENTENCES})")
 
 
 def context_from(args) -> dict:

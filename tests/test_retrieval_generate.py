@@ -75,7 +75,7 @@ def test_budget_limits_passage_tokens(tiny_chat_model, brakes_tyres_index):
 def test_cli_generate_lists_sources_and_the_cache_follows_the_chunks(tiny_chat_model, brakes_tyres_index, tmp_path):
     cache = tmp_path / "cache"
     ask = ["generate", tiny_chat_model, "How deep must tyre tread be?", "--chat", "--json", "--max-new-tokens", "4",
-           "--cache", cache]
+           "--cache", cache, "--sentences", "0"]  # whole chunks: each source is one chunk
     first = run_cli(*ask, "--context", brakes_tyres_index)
     assert first.returncode == 0, first.stderr[-1500:]
     first = json.loads(first.stdout)

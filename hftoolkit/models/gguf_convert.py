@@ -52,10 +52,13 @@ def convert_gguf(gguf_path: str | Path, dest: str | Path, log=print) -> Path:
     return write_new_folder(dest, write)
 
 
+END_OF_TURN = ("<|im_end|>", "<end_of_turn>")  # ChatML (SmolLM2), Gemma
+
+
 def _stop_at_end_of_turn(model, tokenizer) -> None:
     """Chat models must stop at their end-of-turn token; make it the generation EOS."""
-    end = tokenizer.convert_tokens_to_ids("<|im_end|>") if "<|im_end|>" in tokenizer.get_vocab() else None
-    eos = {tokenizer.eos_token_id, end} - {None}
+    vocab = tokenizer.get_vocab()
+    eos = {tokenizer.eos_token_id, *(vocab[token] for token in END_OF_TURN if token in vocab)} - {None}
     model.generation_config.eos_token_id = sorted(eos) if len(eos) > 1 else tokenizer.eos_token_id
     if model.generation_config.pad_token_id is None:
         model.generation_config.pad_token_id = tokenizer.pad_token_id

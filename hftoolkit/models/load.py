@@ -9,6 +9,7 @@ from hftoolkit.errors import UserError
 from hftoolkit.hub.endpoint import cached_on_this_machine, hub_endpoint, hub_reachable
 from hftoolkit.models.registry import KNOWN_MODELS, known_model, pull
 from hftoolkit.models.scratch import check_scratch_config, scratch_config, train_tokenizer
+from hftoolkit.models.templates import ensure_chat_template
 from hftoolkit.recipe.schema import ModelSection, Recipe
 
 AUTO_CLASSES = {"causal_lm": "AutoModelForCausalLM", "masked_lm": "AutoModelForMaskedLM",
@@ -71,6 +72,8 @@ def load_pretrained(recipe: Recipe, log=print, head: dict | None = None):
             "process with your permissions")
     tokenizer = open_tokenizer(source, label, trust)
     model = open_model(source, auto, label, trust, **kwargs)
+    if recipe.data.format in ("qa", "chat") and recipe.model.task == "causal_lm":
+        ensure_chat_template(tokenizer, model.config.model_type, log)
     if tokenizer.pad_token is None:
         # A distinct pad token: padding positions are masked, EOS keeps its own id and stays learned.
         tokenizer.add_special_tokens({"pad_token": "<|pad|>"})
@@ -95,6 +98,8 @@ def build_from_scratch(recipe: Recipe, train_texts, corpus_hash: str, log=print,
     except ValueError as exc:
         raise UserError(f"model.from_scratch: {config.model_type} has no {recipe.model.task} head ({exc})") from None
     log(f"model: new {config.model_type} with {model.num_parameters() / 1e6:.2f}M parameters")
+    if recipe.data.format in ("qa", "chat") and recipe.model.task == "causal_lm":
+        ensure_chat_template(tokenizer, config.model_type, log)
     return tokenizer, model
 
 

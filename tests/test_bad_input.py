@@ -99,7 +99,7 @@ def test_hub_id_with_no_hub_fails_in_seconds(tmp_path):
     assert time.perf_counter() - started < 20  # not tens of seconds of retries
     assert line == ("hftoolkit: error: model.name: 'someorg/no-such-model' is not a local folder or a cached model, "
                     f"and the hub at http://127.0.0.1:{port} cannot be reached; check the name, set HF_ENDPOINT, "
-                    "or use a local folder or one of smollm2-135m-instruct, minilm-l6")
+                    "or use a local folder or one of smollm2-135m-instruct, minilm-l6, gemma3-270m")
     assert not (tmp_path / "run").exists()
 
 

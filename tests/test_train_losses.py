@@ -102,3 +102,30 @@ def test_labelled_positions_loss_trains_in_bf16_when_the_run_does(tmp_path):
         assert trainer.labelled_positions  # the shortcut passed its fp32 check and trained
         used.append({dtype for training, dtype in seen if training})
     assert used == [{torch.bfloat16}, {torch.float32}]
+
+
+def test_the_output_layer_loss_in_chunks_equals_the_whole_and_keeps_fewer_logits():
+    """Same loss and gradients (fp32 rounding) whether the logits are made whole or a chunk at a time; and the
+    chunked backward never holds more than one chunk's logits (peak memory measured by torch's allocator
+    statistics is not available on CPU, so the saved tensors are counted)."""
+    import torch
+
+    from hftoolkit.train.loss import output_layer_loss
+
+    torch.manual_seed(0)
+    head = torch.nn.Linear(64, 5000, bias=False)
+    hidden = torch.randn(700, 64, requires_grad=True)
+    targets = torch.randint(0, 5000, (700,))
+    whole = output_layer_loss(head, hidden, targets, chunk=10_000)
+    whole.backward()
+    want_hidden, want_head = hidden.grad.clone(), head.weight.grad.clone()
+    hidden.grad, head.weight.grad = None, None
+
+    saved = []
+    with torch.autograd.graph.saved_tensors_hooks(lambda t: saved.append(t.numel()) or t, lambda t: t):
+        chunked = output_layer_loss(head, hidden, targets, chunk=128)
+    chunked.backward()
+    assert torch.allclose(chunked, whole, rtol=1e-5)
+    assert torch.allclose(hidden.grad, want_hidden, atol=1e-6) and torch.allclose(head.weight.grad, want_head,
+                                                                                   atol=1e-5)
+    assert max(saved) < 128 * 5000 + 1  # no saved tensor is bigger than one chunk's logits (700 x 5000 whole)

@@ -155,6 +155,9 @@ class BatchWorker:
             except UserError as exc:
                 job.emit("error", Refusal(400, str(exc), "messages" if job.chat else "prompt"))
                 continue
+            except Exception:  # never fail the running batch: the next batch takes this request the usual way
+                self.log(traceback.format_exc())
+                hit = None
             if hit is None:
                 self.waiting.append(job)
                 continue
@@ -200,10 +203,10 @@ class BatchWorker:
             results = self._generate(live)
         except UserError as exc:
             if len(live) > 1:  # one bad request must not fail the others: run each alone to find it
+                self.stats.batches -= 1  # this attempt does not count; each rerun does
+                self.stats.requests -= len(live)
                 for job in live:
                     self._run_group([job])
-                self.stats.batches -= len(live)
-                self.stats.requests -= len(live)
                 return
             live[0].emit("error", Refusal(400, str(exc), "messages" if live[0].chat else "prompt"))
             return

@@ -5,6 +5,11 @@ a 49,152 x 576 matrix applied at every position). With answer-only labels
 most positions carry no loss, so the hidden states are gathered at the labelled
 positions first and only those go through the output layer: the same loss, a
 third less training time for SFT examples on a CPU (benchmark in docs/performance.md).
+
+When many positions are labelled (text recipes) and the vocabulary is large, their logits alone are large
+(Gemma 3's 262,144 entries: 2,048 positions are 2.1 GB in fp32). Past `LOSS_CHUNK` labelled positions the
+output layer and the cross-entropy run chunk by chunk under activation checkpointing, so at most one chunk's
+logits exist at a time, in the forward and in the backward; the sum is the same up to float rounding.
 """
 
 from __future__ import annotations
@@ -12,6 +17,7 @@ from __future__ import annotations
 from hftoolkit.train.precision import fp32_forward
 
 IGNORE_INDEX = -100
+LOSS_CHUNK = 1024  # labelled positions whose logits may exist at once
 
 
 def labelled_positions_loss(model, inputs: dict, num_items_in_batch=None):
@@ -26,11 +32,24 @@ def labelled_positions_loss(model, inputs: dict, num_items_in_batch=None):
     hidden = model.get_decoder()(**body).last_hidden_state  # (batch, tokens, width)
     targets = labels[:, 1:]
     keep = targets != IGNORE_INDEX
-    logits = model.get_output_embeddings()(hidden[:, :-1][keep])  # (labelled tokens, vocab)
-    loss = torch.nn.functional.cross_entropy(logits.float(), targets[keep], reduction="sum")
+    loss = output_layer_loss(model.get_output_embeddings(), hidden[:, :-1][keep], targets[keep])
     if num_items_in_batch is not None:
         return loss / num_items_in_batch
     return loss / keep.sum().clamp(min=1)
+
+
+def output_layer_loss(head, hidden, targets, chunk: int = LOSS_CHUNK):
+    """Summed cross-entropy of `head(hidden)` against `targets`, `chunk` rows of logits at a time."""
+    import torch
+    from torch.utils.checkpoint import checkpoint
+
+    def summed(rows, wanted):
+        return torch.nn.functional.cross_entropy(head(rows).float(), wanted, reduction="sum")
+
+    if hidden.shape[0] <= chunk:
+        return summed(hidden, targets)
+    return sum(checkpoint(summed, hidden[start:start + chunk], targets[start:start + chunk], use_reentrant=False)
+               for start in range(0, hidden.shape[0], chunk))
 
 
 def matches_model_loss(model, inputs: dict) -> bool:

@@ -121,17 +121,7 @@ class TextGenerator:
         settings = (settings or GenerationSettings()).with_checkpoint_defaults(self.suggested_sampling)
         prepared = self.prepare(prompts, chat, settings.max_new_tokens)
         texts = [text for text, _ in prepared]
-        cacheable = not settings.sampling or settings.seed is not None
-        keys = [request_key(self.model_hash, text, {**settings.as_dict(), **self._context_key(used)})
-                for text, used in prepared]
-        results: list[Completion | None] = [None] * len(texts)
-        if cacheable:
-            for i, key in enumerate(keys):
-                started = time.perf_counter()
-                hit = self.cache.get(key)
-                if hit is not None:
-                    results[i] = Completion(texts[i], hit["completion"], hit["tokens"],
-                                            round(time.perf_counter() - started, 6), cached=True)
+        cacheable, keys, results = self._cached(prepared, settings)
         missing = [i for i, r in enumerate(results) if r is None]
         if missing:
             fresh = self.generator.generate([texts[i] for i in missing], settings, batch_size, log=self.log)
@@ -157,17 +147,10 @@ class TextGenerator:
         settings = replace((settings or GenerationSettings()).with_checkpoint_defaults(self.suggested_sampling),
                            num_beams=1)
         prepared = self.prepare(prompts, chat, settings.max_new_tokens)
-        cacheable = not settings.sampling or settings.seed is not None
-        keys = [request_key(self.model_hash, text, {**settings.as_dict(), **self._context_key(used)})
-                for text, used in prepared]
-        results: list[Completion | None] = [None] * len(prompts)
-        for i, key in enumerate(keys):
-            started = time.perf_counter()
-            hit = self.cache.get(key) if cacheable else None
+        cacheable, keys, results = self._cached(prepared, settings)
+        for i, hit in enumerate(results):
             if hit is not None:
-                on_piece(i, hit["completion"])
-                results[i] = Completion(prepared[i][0], hit["completion"], hit["tokens"],
-                                        round(time.perf_counter() - started, 6), cached=True)
+                on_piece(i, hit.completion)
         missing = [i for i, r in enumerate(results) if r is None]
         if missing and not cached_only:
             for i, done in zip(missing, self._stream_rows([prepared[i][0] for i in missing], settings,
@@ -182,6 +165,22 @@ class TextGenerator:
             result.passages, result.request, result.chat = used, prompt, chat
             result.log_id = None if cancelled(i) else self._log_request(prompt, result, settings)
         return results
+
+    def _cached(self, prepared: list[tuple[str, list]], settings: GenerationSettings
+                ) -> tuple[bool, list[str], list[Completion | None]]:
+        """(cacheable, cache key per prompt, the cached completion per prompt or None). Sampled answers are
+        cached only when seeded; the key covers the rendered prompt, the settings and the passages used."""
+        cacheable = not settings.sampling or settings.seed is not None
+        keys = [request_key(self.model_hash, text, {**settings.as_dict(), **self._context_key(used)})
+                for text, used in prepared]
+        results: list[Completion | None] = [None] * len(prepared)
+        for i, key in enumerate(keys if cacheable else []):
+            started = time.perf_counter()
+            hit = self.cache.get(key)
+            if hit is not None:
+                results[i] = Completion(prepared[i][0], hit["completion"], hit["tokens"],
+                                        round(time.perf_counter() - started, 6), cached=True)
+        return cacheable, keys, results
 
     def _stream_rows(self, texts: list[str], settings: GenerationSettings, on_piece, cancelled,
                      between_steps=None) -> list[Completion]:

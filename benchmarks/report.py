@@ -3,6 +3,20 @@
 from __future__ import annotations
 
 
+def write_table(folder: str | None, table: list[str], reproduce: str, result: dict) -> None:
+    """Print a table (its CPU line first) and, given a folder, keep it as results.md (with the command that
+    reproduces it) and results.json."""
+    import json
+    from pathlib import Path
+
+    print("\n".join(table[2:]))
+    if folder:
+        out = Path(folder)
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "results.md").write_text("\n".join(table) + f"\n\nReproduce: `{reproduce}`\n")
+        (out / "results.json").write_text(json.dumps(result, indent=1))
+
+
 def markdown(result: dict) -> str:
     info = result["machine"]
     lines = [f"Machine: {info['model']}, {info['cores']} cores, flags: {' '.join(info['flags']) or 'none'}; "

@@ -466,12 +466,31 @@ def add_data(sub) -> None:
     rate.add_argument("--fix", help="the corrected answer (exported in place of the logged one)")
     rate.set_defaults(func=cmd_data_rate)
 
-    export = data.add_parser("export-log", help="rated answers as question/answer JSONL for training")
+    export = data.add_parser("export-log", help="rated answers as JSONL for training (qa, preference or rated)")
     export.add_argument("uri", metavar="URI", help="the generation log database")
+    export.add_argument("--as", dest="as_", default=defaults.EXPORT_AS, choices=["qa", "preference", "rated"],
+                        help="qa: question/answer rows (sft); preference: each answer rated bad with a correction "
+                             "as a pair, chosen = the correction, rejected = the answer (dpo); rated: every judged "
+                             "answer with label true/false, corrections as true (kto). Preference and rated rows "
+                             "keep the prompt as the model saw it, passages and system prompt included")
     export.add_argument("--min-rating", default=defaults.EXPORT_MIN_RATING, choices=["good", "bad"],
-                        help="good: answers rated good and every corrected answer; bad: all rated answers")
+                        help="--as qa: good keeps answers rated good and every corrected answer; bad: all rated "
+                             "answers")
     export.add_argument("--out", required=True, help="new .jsonl file (an existing file is never overwritten)")
     export.set_defaults(func=cmd_data_export_log)
+
+    mistakes = data.add_parser("mistakes", help="a checkpoint's wrong answers to QA rows as preference pairs (dpo)")
+    mistakes.add_argument("checkpoint", help="checkpoint folder")
+    mistakes.add_argument("--data", required=True, help="QA .jsonl (question/answer, optional key_facts): usually "
+                          "the questions it trained on; answered and scored as eval does")
+    mistakes.add_argument("--out", required=True, help="new .jsonl file of pairs: prompt as shown (passages "
+                          "included), system, chosen = the reference answer, rejected = the wrong answer")
+    mistakes.add_argument("--system", help="system prompt (default: the one the checkpoint trained with)")
+    mistakes.add_argument("--batch-size", type=int, help=f"questions per batch (default: "
+                          f"{defaults.EVAL_GENERATION_BATCH})")
+    add_precision_option(mistakes, defaults.GENERATE_PRECISION)
+    add_context_options(mistakes)
+    mistakes.set_defaults(func=cmd_data_mistakes)
 
 
 def cmd_data_import(args) -> None:
@@ -497,9 +516,19 @@ def cmd_data_rate(args) -> None:
 
 
 def cmd_data_export_log(args) -> None:
-    count = app.export_answers(args.uri, args.out, args.min_rating)
-    print(f"wrote {count} question/answer rows to {args.out}; train on it with data.train: {args.out} "
-          "(data.format: qa)")
+    count = app.export_answers(args.uri, args.out, args.min_rating, args.as_)
+    kind, method = {"qa": ("question/answer rows", "data.format: qa"),
+                    "preference": ("preference pairs", "data.format: preference, training.method: dpo"),
+                    "rated": ("rated answers", "data.format: rated, training.method: kto")}[args.as_]
+    print(f"wrote {count} {kind} to {args.out}; train on it with data.train: {args.out} ({method})")
+
+
+def cmd_data_mistakes(args) -> None:
+    done = app.find_mistakes(args.checkpoint, args.data, args.out, system=args.system, batch_size=args.batch_size,
+                             precision=args.precision, log=stderr, **context_from(args))
+    print(f"{done['correct']}/{done['total']} answered right; wrote {done['pairs']} pairs (chosen = reference, "
+          f"rejected = the wrong answer) to {done['out']}; train on it with data.format: preference, "
+          "training.method: dpo")
 
 
 VERBS = (add_train, add_recipes, add_models, add_convert, add_push, add_pull, add_merge, add_eval, add_index,

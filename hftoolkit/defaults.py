@@ -46,3 +46,4 @@ QUICKSTART_DIR = "runs/cars_qa"
 IMPORT_FORMAT = "text"
 SHOW_ROWS = 3
 EXPORT_MIN_RATING = "good"
+EXPORT_AS = "qa"  # data export-log: question/answer rows; preference/rated for dpo/kto

@@ -82,6 +82,26 @@ def tiny_chat_model(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="session")
+def tiny_gemma(tmp_path_factory) -> Path:
+    """A one-layer Gemma 3 with the real Gemma tokenizer (262,144 entries, no chat template of its own)."""
+    import torch
+    from transformers import AutoTokenizer, Gemma3ForCausalLM, Gemma3TextConfig
+
+    from hftoolkit.models.registry import pull
+
+    tokenizer = AutoTokenizer.from_pretrained(str(pull("gemma3-270m", log=lambda m: None)))
+    torch.manual_seed(0)
+    config = Gemma3TextConfig(vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64, num_hidden_layers=1,
+                              num_attention_heads=2, num_key_value_heads=1, head_dim=16,
+                              max_position_embeddings=256, bos_token_id=tokenizer.bos_token_id,
+                              eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id)
+    folder = tmp_path_factory.mktemp("tiny-gemma")
+    Gemma3ForCausalLM(config).save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return folder
+
+
+@pytest.fixture(scope="session")
 def brakes_tyres_index(tmp_path_factory) -> Path:
     """A MiniLM index of two chapters of the car corpus."""
     import shutil

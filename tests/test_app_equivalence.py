@@ -176,7 +176,7 @@ def test_cli_defaults_are_the_verbs_defaults():
         ("quickstart",): (app.quickstart, {"output_dir": "output_dir"}),
         ("data", "show", "U", "--table", "t"): (app.show_table, {"rows": "rows"}),
         ("data", "import", "F", "--to", "U", "--table", "t"): (app.import_files, {"format": "data_format"}),
-        ("data", "export-log", "U", "--out", "O"): (app.export_answers, {"min_rating": "min_rating"}),
+        ("data", "export-log", "U", "--out", "O"): (app.export_answers, {"min_rating": "min_rating", "as_": "as_"}),
         ("cache", "stats"): (app.cache_stats, {"cache": "cache"}),
     }
     for argv, (verb, options) in cases.items():

@@ -37,26 +37,23 @@ def test_gemma_pulls_offline_into_a_plain_checkpoint_with_the_ggufs_logits_and_i
         assert got[0, -1].argmax() == want[0, -1].argmax()
 
 
-def test_a_base_model_without_a_chat_template_trains_a_qa_recipe_and_generates_with_the_same_prompt(tmp_path):
+def test_a_base_model_without_a_chat_template_trains_a_qa_recipe_and_generates_with_the_same_prompt(tmp_path,
+                                                                                                   tiny_gemma):
     """A tiny Gemma 3 with the real Gemma tokenizer (no chat template): the QA recipe gives it the Gemma turn
-    format, saves it with the checkpoint, and `generate` renders the prompt the training examples used."""
+    format, saves it with the checkpoint, and `generate` renders the prompt the training examples used; the
+    Gemma terms of use travel from the base folder to the trained one."""
+    import shutil
+
     import yaml
-    from transformers import Gemma3ForCausalLM, Gemma3TextConfig
 
     from conftest import run_cli
     from hftoolkit.generate.api import TextGenerator
     from hftoolkit.models.templates import GEMMA
 
-    tokenizer = AutoTokenizer.from_pretrained(str(pull("gemma3-270m", log=lambda m: None)))
-    assert not tokenizer.chat_template
-    torch.manual_seed(0)
-    config = Gemma3TextConfig(vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64, num_hidden_layers=1,
-                              num_attention_heads=2, num_key_value_heads=1, head_dim=16,
-                              max_position_embeddings=256, bos_token_id=tokenizer.bos_token_id,
-                              eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id)
-    base = tmp_path / "tiny-gemma"
-    Gemma3ForCausalLM(config).save_pretrained(base)
-    tokenizer.save_pretrained(base)
+    assert not AutoTokenizer.from_pretrained(str(tiny_gemma)).chat_template
+    base = shutil.copytree(tiny_gemma, tmp_path / "tiny-gemma")
+    for name in ("GEMMA_TERMS.html", "NOTICE.md"):  # as in a pulled copy: the terms must travel to what it trains
+        (base / name).write_bytes((pull("gemma3-270m", log=lambda m: None) / name).read_bytes())
     recipe = {"model": {"name": str(base), "task": "causal_lm"},
               "data": {"train": "bundled://corpora/cars/qa/validation.jsonl", "validation": None, "format": "qa",
                        "system_prompt": "Answer briefly."},
@@ -68,6 +65,9 @@ def test_a_base_model_without_a_chat_template_trains_a_qa_recipe_and_generates_w
     done = run_cli("train", tmp_path / "qa.yaml", timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]
     assert "chat template: the model has none; using the Gemma turn format" in done.stdout + done.stderr
+    for name in ("GEMMA_TERMS.html", "NOTICE.md"):
+        assert (tmp_path / "run" / name).read_bytes() == (base / name).read_bytes()
+    assert "`GEMMA_TERMS.html`, `NOTICE.md`. Read them" in (tmp_path / "run" / "README.md").read_text()
     saved = AutoTokenizer.from_pretrained(str(tmp_path / "run"))
     assert saved.chat_template == GEMMA
     rendered = TextGenerator(str(tmp_path / "run"), cache="off", context="off").render("How often?", chat=True)

@@ -9,7 +9,7 @@ HTTP server all call these.
 
 from hftoolkit.app.corpus import build_index, search_index
 from hftoolkit.app.databases import export_answers, import_files, rate, show_table
-from hftoolkit.app.evaluation import evaluate
+from hftoolkit.app.evaluation import evaluate, find_mistakes
 from hftoolkit.app.export import convert, list_models, merge, pull_model
 from hftoolkit.app.generation import (
                                       Chat,
@@ -27,6 +27,6 @@ from hftoolkit.app.sharing import pull, push
 from hftoolkit.app.training import quickstart, train
 
 __all__ = ["build_index", "search_index", "export_answers", "import_files", "rate", "show_table", "evaluate",
-           "convert", "list_models", "merge", "pull_model", "Chat", "cache_clear", "cache_stats", "generate",
-           "open_generator", "read_prompts", "request_settings", "stream", "classify", "fill_mask", "copy_recipe",
-           "list_recipes", "show_recipe", "pull", "push", "quickstart", "train"]
+           "find_mistakes", "convert", "list_models", "merge", "pull_model", "Chat", "cache_clear", "cache_stats",
+           "generate", "open_generator", "read_prompts", "request_settings", "stream", "classify", "fill_mask",
+           "copy_recipe", "list_recipes", "show_recipe", "pull", "push", "quickstart", "train"]

@@ -25,6 +25,12 @@ def required_columns(data: DataSection, task: str = "causal_lm") -> list[tuple[s
         return [("data.question_column", data.question_column), ("data.answer_column", data.answer_column)]
     if data.format == "chat":
         return [("data.messages_column", data.messages_column)]
+    if data.format == "preference":
+        return [("data.prompt_column", data.prompt_column), ("data.chosen_column", data.chosen_column),
+                ("data.rejected_column", data.rejected_column)]
+    if data.format == "rated":
+        return [("data.prompt_column", data.prompt_column), ("data.completion_column", data.completion_column),
+                ("data.label_column", data.label_column)]
     return [("data.text_column", data.text_column)]
 
 
@@ -71,6 +77,8 @@ def drop_empty_rows(split, columns: list[tuple[str, str]], field: str, spec):
     """(rows whose required columns are all present and not blank, how many were dropped). A split with
     nothing left is an error: training on it would only learn padding."""
     names = [column for _, column in columns]
+    if {"data.prompt_column"} <= {field_name for field_name, _ in columns}:
+        return split, 0  # preference/rated rows: a blank answer is a mistake to name (data.preference_rows)
 
     def usable(row) -> bool:
         return not any(_is_empty(row[c]) for c in names)

@@ -4,6 +4,10 @@
     TextGenerator("runs/cars_qa", request_log=log)  # or `generate --log URI`
     rate(uri, 3, "bad", fix="Every two years.")      # `hftoolkit data rate`
     export_answers(uri, "fixes.jsonl", "good")       # `hftoolkit data export-log`: QA rows a recipe reads
+    export_answers(uri, "pairs.jsonl", as_="preference")  # corrected bad answers as DPO pairs (or "rated": KTO)
+
+Each row keeps what the model was shown: the user message with the retrieved passages in it, and the system
+prompt, so a preference row built from it renders the same prompt the answer was given to.
 
 Logging never fails a generation: when the database is down the first failure
 warns once, later requests keep trying, and generation goes on.
@@ -23,6 +27,8 @@ from hftoolkit.safe_write import require_new_file, write_new_file
 
 TABLE = "generation_log"
 RATINGS = ("good", "bad")
+EXPORT_AS = ("qa", "preference", "rated")
+SHOWN_COLUMNS = ("shown_prompt", "system")  # added after the first release: older logs gain them on open
 
 
 def log_table(metadata):
@@ -41,7 +47,9 @@ def log_table(metadata):
                  Column("cached", Boolean, nullable=False),
                  Column("rating", String(8)),
                  Column("correction", Text),
-                 Column("rated_at", String(32)))
+                 Column("rated_at", String(32)),
+                 Column("shown_prompt", Text),  # the user message as the model saw it (passages included)
+                 Column("system", Text))        # the system prompt it was rendered with
 
 
 def _now() -> str:
@@ -64,19 +72,32 @@ class GenerationLog:
             f"generation log {redact(uri)} is reachable again; logging resumed")
 
     def record(self, checkpoint: str, fingerprint: str, prompt: str, answer: str, settings: dict,
-               sources: list, seconds: float, cached: bool) -> int | None:
+               sources: list, seconds: float, cached: bool, shown_prompt: str | None = None,
+               system: str | None = None) -> int | None:
         """The new row's id, or None when the database could not be written."""
         row = {"created_at": _now(), "checkpoint": checkpoint, "model_fingerprint": fingerprint,
                "prompt": prompt, "answer": answer, "settings": json.dumps(settings, sort_keys=True),
-               "sources": json.dumps(sources), "latency_ms": round(seconds * 1000, 3), "cached": cached}
+               "sources": json.dumps(sources), "latency_ms": round(seconds * 1000, 3), "cached": cached,
+               "shown_prompt": shown_prompt if shown_prompt is not None else prompt, "system": system}
         return self.breaker.call(self._insert, row)  # a database failure: the answer matters more than its log
 
     def _insert(self, row: dict) -> int:
         with self.engine.begin() as connection:
             if not self._ready:
                 self.table.create(connection, checkfirst=True)
+                add_missing_columns(connection)
                 self._ready = True
             return connection.execute(self.table.insert().values(**row)).inserted_primary_key[0]
+
+
+def add_missing_columns(connection) -> None:
+    """A log written before `shown_prompt`/`system` existed gains them (empty for its old rows)."""
+    from sqlalchemy import inspect, text
+
+    present = {column["name"] for column in inspect(connection).get_columns(TABLE)}
+    for name in SHOWN_COLUMNS:
+        if name not in present:
+            connection.execute(text(f"ALTER TABLE {TABLE} ADD COLUMN {name} TEXT"))
 
 
 def _open_log(uri: str):
@@ -87,6 +108,8 @@ def _open_log(uri: str):
         if TABLE not in inspect(engine).get_table_names():
             engine.dispose()
             raise UserError(f"URI: {redact(uri)} has no generation log yet; generate with --log {redact(uri)} first")
+        with engine.begin() as connection:
+            add_missing_columns(connection)
     return engine, log_table(MetaData())
 
 
@@ -118,13 +141,7 @@ def judged_answers(uri: str, min_rating: str = "good") -> list[dict]:
     """
     if min_rating not in RATINGS:
         raise UserError(f"--min-rating: '{min_rating}' must be good or bad")
-    engine, table = _open_log(uri)
-    try:
-        with database_errors(uri, "URI"), engine.connect() as connection:
-            rows = connection.execute(table.select().where(table.c.rating.is_not(None))
-                                      .order_by(table.c.id)).mappings().all()
-    finally:
-        engine.dispose()
+    rows = _rated_rows(uri)
     latest: dict[str, dict] = {}
     for row in rows:  # later judgements of the same question replace earlier ones
         if row["correction"] or row["rating"] == "good" or min_rating == "bad":
@@ -134,12 +151,52 @@ def judged_answers(uri: str, min_rating: str = "good") -> list[dict]:
     return list(latest.values())
 
 
-def export_answers(uri: str, out: str, min_rating: str = defaults.EXPORT_MIN_RATING) -> int:
-    """Write judged answers as QA JSON Lines (question, answer) that `cars_qa`-style recipes read."""
+def _rated_rows(uri: str) -> list:
+    engine, table = _open_log(uri)
+    try:
+        with database_errors(uri, "URI"), engine.connect() as connection:
+            return connection.execute(table.select().where(table.c.rating.is_not(None))
+                                      .order_by(table.c.id)).mappings().all()
+    finally:
+        engine.dispose()
+
+
+def preference_rows(uri: str, as_: str) -> list[dict]:
+    """Rated answers as preference pairs (a bad answer and its correction: chosen = correction, rejected = the
+    answer) or as rated rows (every judged answer with label true/false, a correction as one more true row).
+    The prompt is the user message as the model saw it, passages included; `system` the prompt it had."""
+    rows, seen = [], set()
+    for row in _rated_rows(uri):
+        prompt, system = row["shown_prompt"] or row["prompt"], row["system"]
+        base = {"prompt": prompt, **({"system": system} if system else {})}
+        if as_ == "preference":
+            pair = (prompt, row["correction"], row["answer"])
+            if row["rating"] == "bad" and row["correction"] and row["correction"] != row["answer"] and pair not in seen:
+                seen.add(pair)
+                rows.append({**base, "chosen": row["correction"], "rejected": row["answer"], "log_id": row["id"]})
+            continue
+        judged = [(row["answer"], row["rating"] == "good")]
+        if row["correction"] and row["correction"] != row["answer"]:
+            judged.append((row["correction"], True))
+        for completion, label in judged:
+            if (prompt, completion, label) not in seen:
+                seen.add((prompt, completion, label))
+                rows.append({**base, "completion": completion, "label": label, "log_id": row["id"]})
+    return rows
+
+
+def export_answers(uri: str, out: str, min_rating: str = defaults.EXPORT_MIN_RATING,
+                   as_: str = defaults.EXPORT_AS) -> int:
+    """Write judged answers as JSON Lines: QA rows (question, answer) that `cars_qa`-style recipes read, or with
+    `as_` preference pairs (DPO) or rated rows (KTO)."""
+    if as_ not in EXPORT_AS:
+        raise UserError(f"--as: '{as_}' must be one of {', '.join(EXPORT_AS)}")
     require_new_file(out, "--out")  # before the database is read
-    rows = judged_answers(uri, min_rating)
+    rows = judged_answers(uri, min_rating) if as_ == "qa" else preference_rows(uri, as_)
     if not rows:
-        raise UserError(f"no rated answers in {redact(uri)} to export; rate some with `hftoolkit data rate`")
+        wanted = {"qa": "rated answers", "preference": "answers rated bad with a correction (`data rate URI ID bad "
+                  "--fix ...`)", "rated": "rated answers"}[as_]
+        raise UserError(f"no {wanted} in {redact(uri)} to export; rate some with `hftoolkit data rate`")
 
     def write(staging: Path) -> None:
         with open(staging, "w", encoding="utf-8") as file:

@@ -31,7 +31,7 @@ from hftoolkit.generate.cache import ResponseCache, model_fingerprint, open_back
 from hftoolkit.generate.engine import Completion, GenerationSettings, Generator, context_length, cut_at_stop
 from hftoolkit.generate.streaming import RowStopper, RowStreamer, held_back
 from hftoolkit.retrieval.checkpoint_index import open_context
-from hftoolkit.retrieval.context import augment, question_of
+from hftoolkit.retrieval.context import augment, format_passages, question_of, question_with_context
 
 
 class _TokenizerOnly:
@@ -205,9 +205,10 @@ class TextGenerator:
     def _log_request(self, prompt, result: Completion, settings: GenerationSettings) -> int | None:
         if self.request_log is None:
             return None
+        system = system_of(prompt, self.system) if result.chat else None
         return self.request_log.record(self.checkpoint, self.model_hash, question_of(prompt),
-                                       result.completion.strip(), settings.as_dict(), result.sources,
-                                       result.seconds, result.cached)
+                                       result.completion.strip(), settings.as_dict(), result.sources, result.seconds,
+                                       result.cached, shown_prompt=shown_prompt(prompt, result), system=system)
 
     def _context_key(self, used: list) -> dict:
         """Cache-key part beyond the settings: the precision when not fp32 (a bf16 answer may differ), and for
@@ -276,3 +277,15 @@ def _open_request_log(request_log, warn):
         return request_log
 
     return GenerationLog(request_log, warn=warn)
+
+
+def shown_prompt(prompt, result: Completion) -> str:
+    """The user message as the model saw it: the question with the passages put into its prompt."""
+    return question_with_context(question_of(prompt), format_passages([hit.text for hit in result.passages]))
+
+
+def system_of(prompt, default: str | None) -> str | None:
+    """The system prompt a chat request was rendered with: its own system message, else the checkpoint's."""
+    if isinstance(prompt, list) and prompt and prompt[0].get("role") == "system":
+        return str(prompt[0].get("content", ""))
+    return default

@@ -72,7 +72,7 @@ def load_pretrained(recipe: Recipe, log=print, head: dict | None = None):
             "process with your permissions")
     tokenizer = open_tokenizer(source, label, trust)
     model = open_model(source, auto, label, trust, **kwargs)
-    if recipe.data.format in ("qa", "chat") and recipe.model.task == "causal_lm":
+    if recipe.data.format != "text" and recipe.model.task == "causal_lm":  # qa, chat, preference, rated
         ensure_chat_template(tokenizer, model.config.model_type, log)
     if tokenizer.pad_token is None:
         # A distinct pad token: padding positions are masked, EOS keeps its own id and stays learned.

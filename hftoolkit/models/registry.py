@@ -90,6 +90,15 @@ def known_model(name_or_id: str) -> KnownModel | None:
     return None
 
 
+def base_terms(name: str) -> list[Path]:
+    """The terms-of-use files of a base model (a known name, or a folder that holds them, as a pulled copy or a
+    checkpoint trained from one does): what a checkpoint trained from it must carry."""
+    names = {Path(part.member).name for model in KNOWN_MODELS.values() for part in model.terms}
+    known = known_model(name)
+    folder = pulled_folder(known) if known else Path(name).expanduser()
+    return sorted(folder / n for n in names if (folder / n).is_file())
+
+
 def pulled_folder(model: KnownModel) -> Path:
     return cache_dir("models") / model.name
 

@@ -83,17 +83,28 @@ class DataSection:
     validation: Optional[Union[str, SqlSource]] = knob(None, "validation data (same forms as train); when unset, "
                                                              "`validation_percent` is split off")
     validation_percent: float = knob(10.0, "percent of training documents held out (deterministic)")
-    format: Literal["text", "qa", "chat"] = knob(
-        "text", "text: plain corpus; qa: question/answer columns; chat: a messages column")
+    format: Literal["text", "qa", "chat", "preference", "rated"] = knob(
+        "text", "text: plain corpus; qa: question/answer columns; chat: a messages column; preference: prompt, "
+                "chosen and rejected answer (training.method: dpo or kto); rated: prompt, completion and a true/false "
+                "label (training.method: kto)")
     text_column: str = knob("text", "column holding the documents (format: text)")
     text_documents: Literal["paragraph", "file"] = knob(
         "paragraph", ".txt files: a blank line ends a document (paragraph), or each file is one document whose "
                      "paragraphs train as each other's context (file: better for connected text, one EOS per file)")
-    label_column: str = knob("label", "classification: label name, list of names (multi-label) or number")
+    label_column: str = knob("label", "classification: label name, list of names (multi-label) or number; "
+                                      "rated: true for a good answer, false for a bad one")
     question_column: str = knob("question", "column holding questions (format: qa)")
     answer_column: str = knob("answer", "column holding answers (format: qa)")
     messages_column: str = knob("messages", "column holding chat messages (format: chat)")
-    system_prompt: Optional[str] = knob(None, "system message added to every qa example")
+    prompt_column: str = knob("prompt", "column holding the prompt (format: preference or rated); it may include "
+                                        "the retrieved passages the answer was given, as `data export-log` writes it")
+    chosen_column: str = knob("chosen", "column holding the preferred answer (format: preference)")
+    rejected_column: str = knob("rejected", "column holding the answer not to give (format: preference)")
+    completion_column: str = knob("completion", "column holding a rated answer (format: rated)")
+    system_column: str = knob("system", "preference/rated: an optional column with each row's system prompt, which "
+                                        "replaces data.system_prompt for that row")
+    system_prompt: Optional[str] = knob(None, "system message added to every qa example (preference/rated: when "
+                                              "unset, the one the base checkpoint was trained with)")
     extra_text: Optional[Union[str, SqlSource]] = knob(None, "qa/chat only: a plain-text corpus trained on alongside the examples "
                                            "(packed, full loss), so the model learns the documents too")
     max_train_samples: Optional[int] = knob(None, "debug: keep only the first N training documents")
@@ -114,7 +125,20 @@ class PreprocessSection:
 
 
 @dataclass
+class Preference:
+    beta: float = knob(0.1, "dpo/kto: how far the model may move from the reference (higher: less)")
+    loss_type: str = knob("sigmoid", "dpo: TRL's loss, e.g. sigmoid (DPO), ipo, hinge, robust")
+    desirable_weight: float = knob(1.0, "kto: weight of the answers labelled true")
+    undesirable_weight: float = knob(1.0, "kto: weight of the answers labelled false")
+
+
+@dataclass
 class TrainingSection:
+    method: Literal["sft", "dpo", "kto"] = knob(
+        "sft", "sft: learn the answers (qa/chat/text data); dpo: prefer chosen over rejected answers (format: "
+               "preference); kto: learn from answers rated good or bad (format: rated, or preference pairs split)")
+    preference: Preference = knob(help="dpo/kto knobs (TRL's DPOTrainer and KTOTrainer)",
+                                  default_factory=Preference)
     epochs: float = knob(3.0, "passes over the training blocks")
     max_steps: int = knob(-1, "stop after this many optimizer steps (-1: use epochs)")
     batch_size: int = knob(8, "blocks per step, over all processes: N processes take batch_size/N each")

@@ -49,6 +49,7 @@ def validate(recipe: Recipe) -> None:
     if not recipe.data.train:
         raise UserError("data.train is empty; name a file, folder, glob or hub dataset id")
     check_retrieval(recipe)
+    check_method(recipe)
     if model.task != "causal_lm" and recipe.data.format != "text":
         raise UserError(f"data.format: {recipe.data.format} works with model.task: causal_lm; "
                         f"{model.task} reads a text column (data.format: text)")
@@ -58,6 +59,33 @@ def validate(recipe: Recipe) -> None:
         raise UserError("output.dir is empty; set it in the recipe or pass --output-dir")
     if recipe.output.push_to:
         check_repo_id(recipe.output.push_to, "output.push_to")
+
+
+PREFERENCE_FORMATS = {"dpo": ("preference",), "kto": ("rated", "preference")}
+
+
+def check_method(recipe: Recipe) -> None:
+    """Preference tuning reads preference/rated data into a pretrained causal LM; SFT reads the other formats."""
+    method, data_format = recipe.training.method, recipe.data.format
+    if method == "sft":
+        if data_format in ("preference", "rated"):
+            raise UserError(f"data.format: {data_format} trains with training.method: "
+                            f"{'dpo or kto' if data_format == 'preference' else 'kto'}; set it, or use qa/chat data")
+        return
+    if data_format not in PREFERENCE_FORMATS[method]:
+        raise UserError(f"training.method: {method} reads data.format: {' or '.join(PREFERENCE_FORMATS[method])}, "
+                        f"not {data_format}")
+    if recipe.model.task != "causal_lm" or not recipe.model.name:
+        raise UserError(f"training.method: {method} tunes a pretrained causal LM; set model.name (e.g. a checkpoint "
+                        "trained by a qa recipe) and model.task: causal_lm")
+    if recipe.data.retrieval is not None or recipe.data.extra_text:
+        raise UserError(f"training.method: {method} takes passages from the prompts themselves; remove "
+                        "data.retrieval and data.extra_text")
+    if recipe.training.preference.beta <= 0:
+        raise UserError(f"training.preference.beta: {recipe.training.preference.beta} must be greater than 0")
+    if recipe.training.early_stopping_patience is not None or recipe.training.answer_accuracy:
+        raise UserError(f"training.method: {method} has no answer-accuracy evaluation or early stopping; remove "
+                        "training.early_stopping_patience and training.answer_accuracy")
 
 
 def check_retrieval(recipe: Recipe) -> None:

@@ -65,6 +65,17 @@ def open_context(checkpoint: str, context: str | None, top_k: int | None, passag
                          sentences if sentences is not None else recorded_sentences)
 
 
+def inherited_index_record(base: str, log=print) -> dict | None:
+    """The reading a checkpoint trained from `base` keeps when its recipe retrieves nothing itself (preference
+    rows carry their passages already): `base`'s recorded index and budget, while that index exists."""
+    record = recorded_index(base)
+    if not record or not record.get("index") or not (Path(base) / record["index"]).is_dir():
+        return None
+    log(f"retrieval: as '{base}' was trained to read ({record['index']}, top_k {record.get('top_k')})")
+    return {"retriever": Retriever(str(Path(base) / record["index"]), log=log), "top_k": record.get("top_k"),
+            "passage_tokens": record.get("passage_tokens"), "sentences": int(record.get("sentences") or 0)}
+
+
 def record_index(folder: Path, retriever, top_k: int, passage_tokens: int, sentences: int = 0,
                  checkpoint: Path | None = None) -> None:
     """Write retrieval.json into a checkpoint folder being saved (`folder`, staged for `checkpoint`): the index

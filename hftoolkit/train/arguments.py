@@ -10,12 +10,13 @@ from hftoolkit.train.distributed import global_batch, world_size
 
 
 def training_arguments(training: TrainingSection, out: Path, precision: str, variable_length: bool = False,
-                       batch_metrics: bool = False):
+                       batch_metrics: bool = False, config_class=None, **extra):
+    """transformers' TrainingArguments, or `config_class` (a TRL config, which subclasses it) with `extra` fields."""
     import torch
     from transformers import TrainingArguments
 
     early = training.early_stopping_patience is not None
-    return TrainingArguments(
+    return (config_class or TrainingArguments)(
         output_dir=str(out / TRAINER_DIR),
         num_train_epochs=training.epochs,
         max_steps=training.max_steps,
@@ -51,7 +52,9 @@ def training_arguments(training: TrainingSection, out: Path, precision: str, var
         remove_unused_columns=False,
         batch_eval_metrics=batch_metrics,  # metrics accumulate per batch: no eval-set logits kept
         # variable-length examples: batch similar lengths together so little compute goes to padding
-        train_sampling_strategy="group_by_length" if variable_length else "random",
+        train_sampling_strategy=extra.pop("train_sampling_strategy",
+                                          "group_by_length" if variable_length else "random"),
         disable_tqdm=False,
+        **extra,
     )
 

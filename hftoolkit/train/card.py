@@ -35,7 +35,7 @@ def plot_loss_curve(log_history: list[dict], path: Path) -> None:
 PIPELINE_TAGS = {"causal_lm": "text-generation", "masked_lm": "fill-mask", "classification": "text-classification"}
 
 
-def model_card(recipe: dict, metrics: dict, task_class: str) -> str:
+def model_card(recipe: dict, metrics: dict, task_class: str, terms: list[str] = ()) -> str:
     """README.md for the folder: a huggingface_hub ModelCard whose metadata (base model, license, hub datasets,
     metrics as model-index) the hub validates, and whose text says what data, how trained and the numbers."""
     from huggingface_hub import ModelCard
@@ -57,6 +57,13 @@ def model_card(recipe: dict, metrics: dict, task_class: str) -> str:
         f"- LoRA: {'r=%d, alpha=%d' % (training['lora']['r'], training['lora']['alpha']) if training['lora']['enabled'] else 'no (all weights trained)'}",
         f"- Precision: {metrics.get('precision', training['precision'])}, seed: {training['seed']}",
         "- Full settings: `recipe.yaml` in this folder.", "",
+    ]
+    if terms:
+        lines += ["## Terms of use", "",
+                  "The base model's weights come under their own terms of use, which apply to this model too; they "
+                  f"are kept in this folder: {', '.join(f'`{name}`' for name in terms)}. Read them before you use "
+                  "or share it.", ""]
+    lines += [
         "## Metrics", "", "| metric | value |", "|---|---|",
     ]
     lines += [f"| {k} | {_fmt(v)} |" for k, v in metrics.items() if not isinstance(v, dict)]

@@ -20,19 +20,19 @@ IGNORE_INDEX = -100
 LOSS_CHUNK = 1024  # labelled positions whose logits may exist at once
 
 
-def labelled_positions_loss(model, inputs: dict, num_items_in_batch=None):
-    """Next-token cross-entropy over labelled positions: sum / num_items_in_batch, or the mean.
+def labelled_positions_loss(model, inputs: dict, num_items_in_batch=None, chunk: int = LOSS_CHUNK):
+    """Next-token cross-entropy over labelled positions: sum / num_items_in_batch, or the mean; `chunk` labelled
+    positions' logits at a time.
 
     It calls the decoder and the output layer, not the model's forward, so it runs outside the autocast that
     accelerate puts on that forward: the Trainer calls it inside `accelerator.autocast()`."""
-    import torch
 
     labels = inputs["labels"]
     body = {k: v for k, v in inputs.items() if k != "labels"}
     hidden = model.get_decoder()(**body).last_hidden_state  # (batch, tokens, width)
     targets = labels[:, 1:]
     keep = targets != IGNORE_INDEX
-    loss = output_layer_loss(model.get_output_embeddings(), hidden[:, :-1][keep], targets[keep])
+    loss = output_layer_loss(model.get_output_embeddings(), hidden[:, :-1][keep], targets[keep], chunk)
     if num_items_in_batch is not None:
         return loss / num_items_in_batch
     return loss / keep.sum().clamp(min=1)

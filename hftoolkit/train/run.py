@@ -15,7 +15,6 @@ from hftoolkit.checkpoint.output_dir import (
     clear_run,
     last_trainer_checkpoint,
 )
-from hftoolkit.checkpoint.portable import portable_text
 from hftoolkit.checkpoint.publish import push_checkpoint
 from hftoolkit.data.chat_format import show_loss_mask
 from hftoolkit.data.labels import inverse_frequency_weights, label_names
@@ -32,9 +31,11 @@ from hftoolkit.train.arguments import training_arguments
 from hftoolkit.train.checks import check_before_training
 from hftoolkit.train.distributed import is_main
 from hftoolkit.train.heads import collator_for, compute_metrics_for
-from hftoolkit.train.metrics import perplexity
+from hftoolkit.train.metrics import headline, perplexity
 from hftoolkit.train.precision import resolve_precision
+from hftoolkit.train.preference import train_preference
 from hftoolkit.train.save import save_checkpoint
+from hftoolkit.train.tensorboard import tensorboard_callback
 
 
 def train(recipe: Recipe, resume: bool = False, overwrite: bool = False, log=print, force: bool = False) -> dict:
@@ -42,6 +43,8 @@ def train(recipe: Recipe, resume: bool = False, overwrite: bool = False, log=pri
     even when the recipe or data changed since the run started.
 
     Under torchrun/accelerate every rank runs this; rank 0 alone writes (see `train.distributed`)."""
+    if recipe.training.method != "sft":
+        return train_preference(recipe, resume=resume, overwrite=overwrite, log=log, force=force)
     from hftoolkit.train.cpu_kernels import restore  # heavy: transformers' Trainer, imported when work starts
     from hftoolkit.train.stopping import SafeCheckpoints  # heavy: transformers' Trainer, imported when work starts
 
@@ -192,40 +195,6 @@ def build_trainer(recipe: Recipe, model, tokenizer, blocks, out: Path, labels: l
     return trainer, precision
 
 
-def tensorboard_callback(log_dir: Path):
-    """One TensorBoard event file in the run's logs/ for the whole run, the final evaluation included.
-
-    transformers' callback closes its writer when training ends; the final `evaluate()` then opened a new one
-    under the Trainer's default folder (checkpoints/runs/DATE_HOST/), so that evaluation missed logs/. Here the
-    writer stays open until `close()`, after the final evaluation. The logs are published with the checkpoint,
-    so the texts it logs (arguments, model config) show no local path and the file name no host name."""
-    import socket
-
-    from torch.utils.tensorboard import SummaryWriter
-    from transformers.integrations import TensorBoardCallback
-
-    class RunTensorBoard(TensorBoardCallback):
-        def on_train_begin(self, args, state, control, **kwargs):
-            add_text = self.tb_writer.add_text
-            self.tb_writer.add_text = lambda tag, text, *a, **k: add_text(
-                tag, portable_text(text, log_dir.parent) if isinstance(text, str) else text, *a, **k)
-            super().on_train_begin(args, state, control, **kwargs)
-
-        def on_train_end(self, args, state, control, **kwargs):
-            if self.tb_writer is not None:
-                self.tb_writer.flush()
-
-        def close(self):
-            if self.tb_writer is not None:
-                self.tb_writer.close()
-                self.tb_writer = None
-                host = f".{socket.gethostname()}."
-                for event_file in log_dir.glob(f"events.out.tfevents.*{host}*"):
-                    event_file.rename(event_file.with_name(event_file.name.replace(host, ".hftoolkit.")))
-
-    return RunTensorBoard(tb_writer=SummaryWriter(log_dir=str(log_dir)))
-
-
 def final_evaluation(trainer) -> dict:
     """Metrics of the finished weights. The Trainer evaluates after its last step already; that evaluation
     is reused unless the best checkpoint was loaded since. Evaluating again ran the validation set twice
@@ -266,14 +235,3 @@ def summarize(recipe: Recipe, history: list[dict], train_metrics: dict, final_ev
         "preprocessing": stats,
     })
     return summary
-
-
-def headline(metrics: dict) -> str:
-    """One line with the numbers that judge this kind of run, start -> end."""
-    parts = []
-    for key in ("eval_perplexity", "eval_answer_accuracy", "eval_accuracy", "eval_f1_macro", "eval_mse", "eval_loss"):
-        if key in metrics:
-            start = metrics.get(f"{key}_start")
-            parts.append(f"{key[5:]} {start:.4f} -> {metrics[key]:.4f}" if start is not None
-                         else f"{key[5:]} {metrics[key]:.4f}")
-    return ", ".join(parts) + f", {metrics['tokens_per_second']:.0f} tokens/s, {metrics['wall_time_seconds']:.1f}s"

@@ -7,6 +7,7 @@ last, so a crash never leaves a folder that looks finished.
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import yaml
@@ -14,7 +15,7 @@ import yaml
 from hftoolkit.checkpoint.output_dir import FINISHED_MARKER, record_written
 from hftoolkit.checkpoint.portable import portable_path, portable_recipe
 from hftoolkit.models.load import AUTO_CLASSES
-from hftoolkit.models.registry import KNOWN_MODELS, pulled_folder
+from hftoolkit.models.registry import KNOWN_MODELS, base_terms, pulled_folder
 from hftoolkit.retrieval.checkpoint_index import RECORD_FILE, record_index
 from hftoolkit.safe_write import write_into_folder
 from hftoolkit.train.card import model_card, plot_loss_curve
@@ -24,6 +25,7 @@ def save_checkpoint(out: Path, model, tokenizer, recipe: dict, metrics: dict, lo
                     index_record: dict | None = None) -> None:
     """`index_record` ({retriever, top_k, passage_tokens}) writes retrieval.json: the index the model
     learned to read, used by `generate` by default."""
+    terms = base_terms(recipe["model"]["name"]) if recipe["model"].get("name") else []
     recipe = portable_recipe(recipe, out)  # what the folder says of its making names no local path
 
     def write(staging: Path) -> None:
@@ -45,7 +47,10 @@ def save_checkpoint(out: Path, model, tokenizer, recipe: dict, metrics: dict, lo
             (out / RECORD_FILE).unlink(missing_ok=True)  # a resumed or replaced run must not inherit one
         if log_history:
             plot_loss_curve(log_history, staging / "loss_curve.png")
-        (staging / "README.md").write_text(model_card(recipe, metrics, AUTO_CLASSES[recipe["model"]["task"]]))
+        for file in terms:  # the base weights' terms of use apply to what is trained from them: they travel along
+            shutil.copy(file, staging / file.name)
+        (staging / "README.md").write_text(model_card(recipe, metrics, AUTO_CLASSES[recipe["model"]["task"]],
+                                                      terms=[file.name for file in terms]))
         (staging / "trainer_log.json").write_text(json.dumps(log_history, indent=1))
         (staging / FINISHED_MARKER).write_text(json.dumps(metrics, indent=2))
 

@@ -238,3 +238,12 @@ def test_data_mistakes_writes_exactly_the_answers_eval_scores_wrong_as_pairs_wit
     refused = run_cli("data", "mistakes", base, "--data", no_answers, "--out", tmp_path / "other.jsonl", *flags)
     assert refused.returncode == 2 and "needs 'question' and 'answer' columns" in refused.stderr
     assert not (tmp_path / "other.jsonl").exists()
+
+
+def test_cars_dpo_before_its_pairs_exist_names_the_command_that_writes_them(tmp_path):
+    done = run_cli("train", "cars_dpo", cwd=tmp_path)
+    assert done.returncode == 2, done.stderr[-2000:]
+    [line] = done.stderr.strip().splitlines()
+    assert "data.train: 'runs/cars_qa_mistakes.jsonl' does not exist yet" in line
+    assert "hftoolkit data mistakes CHECKPOINT --data QA.jsonl --out runs/cars_qa_mistakes.jsonl" in line
+    assert list(tmp_path.iterdir()) == []

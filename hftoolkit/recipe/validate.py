@@ -6,6 +6,8 @@ once, before anything expensive."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from hftoolkit.errors import UserError
 from hftoolkit.hub.share import check_repo_id
 from hftoolkit.recipe.schema import Recipe
@@ -81,6 +83,13 @@ def check_method(recipe: Recipe) -> None:
     if recipe.data.retrieval is not None or recipe.data.extra_text:
         raise UserError(f"training.method: {method} takes passages from the prompts themselves; remove "
                         "data.retrieval and data.extra_text")
+    train = recipe.data.train
+    if isinstance(train, str) and Path(train).suffix in (".jsonl", ".json", ".csv", ".parquet") \
+            and "://" not in train and not Path(train).expanduser().exists():
+        made_by = {"preference": f"`hftoolkit data mistakes CHECKPOINT --data QA.jsonl --out {train}` (a model's "
+                                 f"wrong answers) or `hftoolkit data export-log URI --as preference --out {train}`",
+                   "rated": f"`hftoolkit data export-log URI --as rated --out {train}`"}[data_format]
+        raise UserError(f"data.train: '{train}' does not exist yet; write it with {made_by}")
     if recipe.training.preference.beta <= 0:
         raise UserError(f"training.preference.beta: {recipe.training.preference.beta} must be greater than 0")
     if recipe.training.early_stopping_patience is not None or recipe.training.answer_accuracy:

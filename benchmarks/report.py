@@ -23,31 +23,34 @@ def markdown(result: dict) -> str:
              f"2048² matmul fp32 {info['matmul_gflops']['float32']} GFLOP/s, "
              f"{info.get('bf16_matmul_size', 2048)}² bf16 {info['matmul_gflops']['bfloat16']} GFLOP/s; {info['case']}.", ""]
     if "training" in result:
-        lines += ["| training case | variant | precision, malloc | real tokens/s | vs baseline | steady tokens/s | vs baseline "
-                  "| MFU (steady) | tokens/s without evaluations (vs baseline) | padding | peak RSS | disk written | eval loss (vs baseline) "
-                  "| run_clm-style eval loss (vs baseline) | the same, separators not scored (vs baseline) |",
+        lines += ["| training case | variant | precision, malloc | end to end | end-to-end tokens/s (vs baseline) "
+                  "| before 1st step | 1st step | steady tokens/s (vs baseline) | MFU steady | train tokens/s (vs "
+                  "baseline) | padding | peak RSS | disk written | eval loss (vs baseline) "
+                  "| run_clm-style eval loss (vs baseline) |",
                   "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
         for r in result["training"]:
             lines.append(
                 f"| {r['case']} | {r['variant']} | {r['precision']}, {r.get('allocator', 'libc')} "
-                f"| {r['tokens_per_second']:.0f} "
-                f"| {r['speedup']:.2f}x "
-                f"| {r['steady_tokens_per_second']:.0f} | {r['steady_speedup']:.2f}x | {r['mfu_percent']:.0f}% "
-                f"({r['steady_mfu_percent']:.0f}%) | "
-                + (f"{r['tokens_per_second_without_eval']:.0f} ({r['speedup_without_eval']:.2f}x) | "
-                   if "speedup_without_eval" in r else "– | ")
-                + f"{r['padding_percent']:.0f}% | {r['peak_rss_mb']:.0f} MB "
+                f"| {r['wall_seconds']:.0f} s | {r['end_to_end_tokens_per_second']:.0f} "
+                f"({r['end_to_end_speedup']:.2f}x) | {r['before_first_step_seconds']:.0f} s "
+                f"| {r['first_step_seconds']:.1f} s "
+                f"| {r['steady_tokens_per_second']:.0f} ({r['steady_speedup']:.2f}x) | {r['steady_mfu_percent']:.0f}% "
+                f"| {r['tokens_per_second']:.0f} ({r['speedup']:.2f}x) "
+                f"| {r['padding_percent']:.0f}% | {r['peak_rss_mb']:.0f} MB "
                 f"| {r['disk_written_mb']:.0f} MB | {r['eval_loss']:.3f} ({r['eval_loss_vs_baseline']:+.3f}) |"
-                + "".join(f" {r[key]:.3f} ({r[key + '_vs_baseline']:+.3f}) |" if key in r else " – |"
-                          for key in ("eval_loss_run_clm", "eval_loss_run_clm_words")))
-        lines += ["", "Real tokens/s: non-padding tokens trained over the Trainer's train time (evaluations during "
-                  "training included); without evaluations: the same, the time of those evaluations (which only hftoolkit's "
-                  "recipes ask for) taken out; steady: median over steps after the first. MFU: FLOPs per token (6N + "
-                  "12·layers·hidden·sequence; LoRA: 4N + 2·trainable + attention) x tokens/s over the fp32 or bf16 "
-                  "matmul ceiling above. Medians over the rounds. Eval loss: text, held-out paragraphs each scored on "
-                  "its own with EOS (as hftoolkit trains); run_clm-style: held-out lines concatenated into blocks (as "
-                  "the baseline trains); separators not scored: the same blocks, whitespace-only tokens (the line breaks "
-                  "between paragraphs) left out of the mean; QA: loss on the validation answers' tokens.", ""]
+                + (f" {r['eval_loss_run_clm']:.3f} ({r['eval_loss_run_clm_vs_baseline']:+.3f}) |"
+                   if "eval_loss_run_clm" in r else " – |"))
+        lines += ["", "baseline: a plain Trainer script at its best (bf16 where the CPU has bf16 instructions, as "
+                  "run_clm's `--bf16`; QA padded per batch); baseline_fp32: the same script in fp32. All variants "
+                  "under the same allocator, with cold preprocessing and datasets caches. End to end: the whole "
+                  "process (imports, loading, tokenizing, evaluations the recipe asks for, training, saving) over "
+                  "the real tokens trained; before 1st step: process start to the first step; steady: median "
+                  "real tokens/s over steps after the first; train tokens/s: real tokens over the Trainer's train "
+                  "time. MFU: FLOPs per token (6N + 12·layers·hidden·sequence; LoRA: 4N + 2·trainable + attention) "
+                  "x steady tokens/s over the fp32 or bf16 matmul ceiling above. Medians over the rounds. Eval "
+                  "loss, one evaluator for all: text, held-out paragraphs each scored on its own with EOS (as "
+                  "hftoolkit trains); run_clm-style: held-out lines concatenated into blocks (as the baseline "
+                  "trains); QA: loss on the validation answers' tokens.", ""]
     if "preprocessing" in result:
         rows = result["preprocessing"]
         lines += ["| corpus | num_proc | tokens | cold | warm | warm speed-up | cold tokens/s | peak RSS cold | "

@@ -26,7 +26,8 @@ CASES = {  # name: (recipe, data kind, what it shows, overrides of the bundled r
                         ["training.lora.enabled=false", "training.learning_rate=2e-4"]),
     "gpt_scratch_text": ("gpt_from_scratch", "text", "from-scratch GPT-2 (4x192) on the car corpus text", []),
 }
-VARIANTS = ("hftoolkit", "baseline")
+# baseline: at its best (bf16 where the hardware has it, per-batch padding); baseline_fp32: the same in fp32
+VARIANTS = ("hftoolkit", "baseline", "baseline_fp32")
 
 
 def bytes_written() -> int:
@@ -41,6 +42,7 @@ class Meter:
 
     def __init__(self):
         self.steps, self.real, self.slots, self._tokens, self._started = [], 0, 0, 0, None  # real/slots: padding
+        self.first_step_began = None  # perf_counter at the first step: what a run pays before it
         self.training = True
         self.eval_seconds = 0.0  # evaluations the run asks for during training (inside the train time)
 
@@ -76,6 +78,8 @@ class Meter:
         class StepTimer(TrainerCallback):
             def on_step_begin(self, args, state, control, **kwargs):
                 meter._started = time.perf_counter()
+                if meter.first_step_began is None:
+                    meter.first_step_began = meter._started
 
             def on_step_end(self, args, state, control, **kwargs):
                 meter.steps.append((time.perf_counter() - meter._started, state.num_input_tokens_seen - meter._tokens))
@@ -126,7 +130,7 @@ def run_hftoolkit(recipe, meter: Meter):
     return trainer.model, trainer.processing_class, metrics["train_runtime_seconds"], metrics["precision"]
 
 
-def run_baseline(recipe, kind: str, out: Path, meter: Meter, reference: Path | None):
+def run_baseline(recipe, kind: str, out: Path, meter: Meter, reference: Path | None, precision: str):
     import transformers
     from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
@@ -154,8 +158,8 @@ def run_baseline(recipe, kind: str, out: Path, meter: Meter, reference: Path | N
         model = get_peft_model(model, LoraConfig(r=lora.r, lora_alpha=lora.alpha, lora_dropout=lora.dropout,
                                                  target_modules="all-linear", task_type="CAUSAL_LM"))
     trainer, metrics = baseline.train(model, tokenizer, dataset, out, recipe.training, recipe.training.max_steps,
-                                      measure=meter)
-    return trainer.model, tokenizer, metrics["train_runtime"], "fp32"
+                                      measure=meter, precision=precision, padded_per_batch=kind == "qa")
+    return trainer.model, tokenizer, metrics["train_runtime"], precision
 
 
 def evaluate_model(model, tokenizer, recipe, kind: str) -> dict:
@@ -231,8 +235,11 @@ def main() -> None:
     kind = CASES[case][1]
     meter = Meter()
     shape = None
-    if variant == "baseline":
-        model, tokenizer, train_seconds, precision = run_baseline(recipe, kind, out, meter, reference)
+    if variant.startswith("baseline"):
+        from benchmarks.baseline import best_precision
+
+        precision = "fp32" if variant == "baseline_fp32" else best_precision()
+        model, tokenizer, train_seconds, precision = run_baseline(recipe, kind, out, meter, reference, precision)
     else:
         model, tokenizer, train_seconds, precision = run_hftoolkit(recipe, meter)
     shape = model_shape(model)
@@ -246,7 +253,9 @@ def main() -> None:
         "steady_tokens_per_second": round(meter.steady_rate(), 2), "sequence": recipe.preprocess.block_size,
         "eval_seconds": round(meter.eval_seconds, 2),
         "tokens_per_second_without_eval": round(meter.tokens() / (train_seconds - meter.eval_seconds), 2),
-        "wall_seconds": round(wall, 1), "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024),
+        "wall_seconds": round(wall, 1), "end_to_end_tokens_per_second": round(meter.tokens() / wall, 2),
+        "before_first_step_seconds": round(meter.first_step_began - started, 1),
+        "first_step_seconds": round(meter.steps[0][0], 2), "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024),
         "disk_written_mb": round(disk / 2 ** 20, 1), "allocator": "tcmalloc" if loaded_tcmalloc() else "libc",
         **losses, **shape}))
 

@@ -86,7 +86,7 @@ def recipe_for(path: str, model: dict, qa: dict, index: Path, out: Path) -> dict
     if "from_scratch" in model:
         lora = {}  # a model built from scratch trains all its weights
     return {"description": f"{path} path", "model": model, "data": data, "preprocess": {"block_size": 256},
-            "training": {"max_steps": 6, "batch_size": 4, "learning_rate": 3e-2 if lora else 3e-3,
+            "training": {"max_steps": 6, "batch_size": 2, "learning_rate": 3e-2 if lora else 3e-3,
                          "eval_on_start": True, "eval_steps": 100, "save_steps": 100, "logging_steps": 1,
                          "precision": "fp32", **({"lora": lora} if lora else {})},
             "output": {"dir": str(out)}}

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from hftoolkit.data.fingerprint import step_fingerprint
 from hftoolkit.data.labels import encode_label
 from hftoolkit.recipe.schema import Recipe
 
@@ -17,7 +18,10 @@ def encode_classification(dataset, tokenizer, recipe: Recipe, names: list[str]):
         encoded["truncated"] = [max(0, len(f) - len(e)) for f, e in zip(full, encoded["input_ids"])]
         return encoded
 
-    return dataset.map(encode, batched=True, remove_columns=dataset.column_names, desc="tokenizing")
+    fingerprint = step_fingerprint(dataset, tokenizer, "encode_classification", data=recipe.data,
+                                   preprocess=recipe.preprocess, problem=problem, names=names)
+    return dataset.map(encode, batched=True, remove_columns=dataset.column_names, desc="tokenizing",
+                       new_fingerprint=fingerprint)
 
 
 def encode_masked_lm(dataset, tokenizer, recipe: Recipe):
@@ -35,8 +39,9 @@ def encode_masked_lm(dataset, tokenizer, recipe: Recipe):
             return {k: enc[k] for k in keys} | {"attention_mask": enc["attention_mask"]}
         return _pack(enc, keys, prep.block_size, tokenizer.pad_token_id)
 
+    fingerprint = step_fingerprint(dataset, tokenizer, "encode_masked_lm", column=column, preprocess=prep)
     return dataset.map(encode, batched=True, batch_size=1000, remove_columns=dataset.column_names,
-                       desc="tokenizing and packing" if prep.packing else "tokenizing")
+                       desc="tokenizing and packing" if prep.packing else "tokenizing", new_fingerprint=fingerprint)
 
 
 def _pack(enc, keys: list[str], block_size: int, pad_id: int) -> dict:

@@ -15,6 +15,7 @@ it would have alone, so its logits equal those of the document run on its own
 from __future__ import annotations
 
 from hftoolkit.data.batch_size import BATCH_CHARACTERS, BATCH_TOKENS, rows_per_batch
+from hftoolkit.data.fingerprint import step_fingerprint
 
 IGNORE_INDEX = -100
 
@@ -29,9 +30,10 @@ def tokenize_documents(dataset, tokenizer, text_column: str, add_eos: bool, num_
         return {"input_ids": [ids + eos for ids in encoded]}
 
     rows = rows_per_batch(dataset, text_column, BATCH_CHARACTERS)
+    fingerprint = step_fingerprint(dataset, tokenizer, "tokenize_documents", column=text_column, eos=eos, rows=rows)
     return dataset.map(encode, batched=True, batch_size=rows, writer_batch_size=rows,
                        remove_columns=dataset.column_names, num_proc=num_proc or None,
-                       features=token_features("input_ids"), desc="tokenizing")
+                       features=token_features("input_ids"), desc="tokenizing", new_fingerprint=fingerprint)
 
 
 def pack_blocks(batch: dict, block_size: int, pad_id: int) -> dict:

@@ -45,11 +45,11 @@ def train(recipe: Recipe, resume: bool = False, overwrite: bool = False, log=pri
     Under torchrun/accelerate every rank runs this; rank 0 alone writes (see `train.distributed`)."""
     if recipe.training.method != "sft":
         return train_preference(recipe, resume=resume, overwrite=overwrite, log=log, force=force)
-    from hftoolkit.train.cpu_kernels import restore  # heavy: transformers' Trainer, imported when work starts
-    from hftoolkit.train.stopping import SafeCheckpoints  # heavy: transformers' Trainer, imported when work starts
-
     check_before_training(recipe)
     out = check_output_dir(recipe.output.dir, resume, overwrite)
+    from hftoolkit.train.cpu_kernels import restore  # heavy: torch and the Trainer, once the recipe passed its checks
+    from hftoolkit.train.stopping import SafeCheckpoints  # heavy: so that bad input fails in well under a second
+
     distributed.wait_for_everyone()  # every rank has checked the folder before rank 0 writes into it
     log = log if distributed.is_main() else (lambda message: None)
     started = time.time()

@@ -14,6 +14,7 @@ CONTEXT = "auto"  # the index the checkpoint was trained with, when it exists
 CONTEXT_TOP_K = 2
 CONTEXT_SENTENCES = 6  # the sentences of the retrieved passages closest to the question; 0: whole passages
 CONTEXT_TOKENS = 384
+PROMPT_LOOKUP_TOKENS = 10  # one greedy answer: prompt tokens proposed per forward pass (benchmarks.answer_speed)
 GENERATE_PRECISION = "fp32"  # generate, chat: the precision the held-out answers were measured in (docs/evaluation.md)
 
 # serve

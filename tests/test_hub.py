@@ -25,7 +25,8 @@ def hub(tmp_path_factory):
 def checkpoints(tmp_path_factory, tiny_gpt):
     """Two tiny GPT checkpoints: v1 (the session's) and v2 (another seed)."""
     folder = tmp_path_factory.mktemp("v2")
-    done = run_cli("train", tiny_recipe(folder, training={"max_steps": 6, "seed": 2}))
+    done = run_cli("train", tiny_recipe(folder, training={"max_steps": 6, "seed": 2},
+                                          output={"keep_training_state": True}))
     assert done.returncode == 0, done.stderr[-3000:]
     return {"v1": tiny_gpt, "v2": folder / "run"}
 

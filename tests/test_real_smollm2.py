@@ -140,3 +140,37 @@ def test_chat_keeps_the_conversation_and_resets(smollm2):
     forgotten = replies("My name is Zorbulon.\n/reset\nWhat is my name?\n/exit\n")
     assert len(remembered) == 2 and "zorbulon" in remembered[1].lower()
     assert "(conversation cleared)" in forgotten and "zorbulon" not in forgotten[-1].lower()
+
+
+def test_prompt_lookup_gives_plain_greedy_ids_in_fewer_forward_passes(smollm2, brakes_tyres_index):
+    """One greedy answer from retrieved passages: prompt-lookup decoding (the default at batch 1) returns
+    exactly plain greedy's token ids and answers, in fewer forward passes (answers copy the passages)."""
+    from hftoolkit.generate.api import TextGenerator
+    from hftoolkit.generate.engine import GenerationSettings
+
+    questions = ["How often should brake fluid be replaced?", "What is the minimum legal tread depth?",
+                 "What does ABS do when the brakes are applied hard?"]
+    gen = TextGenerator(str(smollm2), cache="off", context=str(brakes_tyres_index), log=lambda m: None)
+    settings = GenerationSettings(max_new_tokens=48)
+    engine, forwards = gen.generator, []
+    engine.model.register_forward_hook(lambda *args: forwards.append(1))
+    assert engine.prompt_lookup_tokens > 0  # on by default
+
+    def answer(lookup: int) -> tuple[list, list, int]:
+        engine.prompt_lookup_tokens, before = lookup, len(forwards)
+        done = gen.generate(questions, chat=True, settings=settings, batch_size=1)
+        passes = len(forwards) - before
+        ids = []
+        for text, _ in gen.prepare(questions, True, settings.max_new_tokens):
+            inputs = engine._encode([text], settings.max_new_tokens, log=lambda m: None)
+            with torch.inference_mode():
+                out = engine.model.generate(**inputs, **engine._with_prompt_lookup(engine._generate_kwargs(settings), 1))
+            ids.append(out[0, inputs["input_ids"].shape[1]:].tolist())
+        return [(c.completion, c.tokens) for c in done], ids, passes
+
+    plain, plain_ids, plain_passes = answer(0)
+    looked_up, lookup_ids, lookup_passes = answer(10)
+    assert looked_up == plain and lookup_ids == plain_ids
+    assert sum(tokens for _, tokens in plain) > 30
+    assert plain_passes == sum(tokens for _, tokens in plain)  # plain greedy: one pass per token
+    assert lookup_passes < 0.8 * plain_passes, (lookup_passes, plain_passes)

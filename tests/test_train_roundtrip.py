@@ -56,7 +56,7 @@ print("OK", type(model).__name__)
 
 
 def test_finished_run_is_not_overwritten(tmp_path):
-    recipe = tiny_recipe(tmp_path, training={"max_steps": 2})
+    recipe = tiny_recipe(tmp_path, training={"max_steps": 4})
     out = tmp_path / "run"
     assert run_cli("train", recipe, "--output-dir", out).returncode == 0
     assert (out / "checkpoints" / ".hftoolkit_run").is_file()  # what makes --overwrite allowed below
@@ -64,13 +64,14 @@ def test_finished_run_is_not_overwritten(tmp_path):
     again = run_cli("train", recipe, "--output-dir", out, "training.seed=7")
     assert again.returncode == 2 and "holds a finished run; pass --overwrite" in again.stderr
     assert (out / "model.safetensors").read_bytes() == before
-    assert [p.name for p in (out / "checkpoints").glob("checkpoint-*")] == ["checkpoint-2"]  # the final one
-    # without training state: the mid-run checkpoint is removed at the end and no final one is written
+    # by default no training state once finished: the mid-run checkpoint is removed and no final one written
+    assert not list((out / "checkpoints").glob("checkpoint-*"))
     forced = run_cli("train", recipe, "--output-dir", out, "--overwrite", "training.seed=7", "training.max_steps=4",
-                     "training.save_steps=2", "output.keep_training_state=false")
+                     "training.save_steps=3", "output.keep_training_state=true")
     assert forced.returncode == 0, forced.stderr[-2000:]
     assert (out / "model.safetensors").read_bytes() != before
-    assert not list((out / "checkpoints").glob("checkpoint-*"))
+    # asked for: the mid-run checkpoint and the final one stay, for --resume
+    assert sorted(p.name for p in (out / "checkpoints").glob("checkpoint-*")) == ["checkpoint-3", "checkpoint-4"]
     assert (out / "checkpoints" / ".hftoolkit_run").is_file()  # --overwrite still allowed
     assert json.loads((out / "trainer_log.json").read_text())[-1]["step"] == 4
 
@@ -82,7 +83,7 @@ def test_resume_continues_from_last_checkpoint(tmp_path):
     original = Path(resolve_data_path("bundled://corpora/cars/text/train/06_brakes.txt")).read_text()
     data.write_text(original)
     recipe = tiny_recipe(tmp_path, training={"max_steps": 6, "save_steps": 3, "eval_steps": 3},
-                         data={"train": str(data)})
+                         data={"train": str(data)}, output={"keep_training_state": True})
     out = tmp_path / "run"
     assert run_cli("train", recipe, "--output-dir", out).returncode == 0
     uninterrupted = load_file(out / "model.safetensors")

@@ -9,6 +9,7 @@ renders prefixes consistently works.
 from __future__ import annotations
 
 from hftoolkit.data.fingerprint import step_fingerprint
+from hftoolkit.data.mapping import map_processes
 from hftoolkit.data.pack import IGNORE_INDEX
 from hftoolkit.errors import UserError
 from hftoolkit.recipe.schema import DataSection
@@ -65,7 +66,7 @@ def encode_chat_dataset(dataset, tokenizer, data: DataSection, max_length: int, 
         return encode_conversation(to_messages(row, data), tokenizer, max_length)
 
     fingerprint = step_fingerprint(dataset, tokenizer, "encode_chat", data=data, max_length=max_length)
-    encoded = dataset.map(encode, remove_columns=dataset.column_names, num_proc=num_proc or None,
+    encoded = dataset.map(encode, remove_columns=dataset.column_names, num_proc=map_processes(num_proc),
                           desc="applying chat template", new_fingerprint=fingerprint)
     empty = sum(1 for labels in encoded["labels"] if all(x == IGNORE_INDEX for x in labels))
     if empty:

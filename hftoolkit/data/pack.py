@@ -16,6 +16,7 @@ from __future__ import annotations
 
 from hftoolkit.data.batch_size import BATCH_CHARACTERS, BATCH_TOKENS, rows_per_batch
 from hftoolkit.data.fingerprint import step_fingerprint
+from hftoolkit.data.mapping import map_processes
 
 IGNORE_INDEX = -100
 
@@ -32,7 +33,7 @@ def tokenize_documents(dataset, tokenizer, text_column: str, add_eos: bool, num_
     rows = rows_per_batch(dataset, text_column, BATCH_CHARACTERS)
     fingerprint = step_fingerprint(dataset, tokenizer, "tokenize_documents", column=text_column, eos=eos, rows=rows)
     return dataset.map(encode, batched=True, batch_size=rows, writer_batch_size=rows,
-                       remove_columns=dataset.column_names, num_proc=num_proc or None,
+                       remove_columns=dataset.column_names, num_proc=map_processes(num_proc),
                        features=token_features("input_ids"), desc="tokenizing", new_fingerprint=fingerprint)
 
 
@@ -92,7 +93,7 @@ def pack_dataset(tokenized, block_size: int, pad_id: int, packing: bool, num_pro
     columns = ("input_ids", "attention_mask", "labels") + (("position_ids",) if packing else ("truncated",))
     rows = rows_per_batch(tokenized, "input_ids", BATCH_TOKENS)  # the remainder of each batch is padded
     return tokenized.map(step, batched=True, batch_size=rows, remove_columns=tokenized.column_names,
-                         fn_kwargs={"block_size": block_size, "pad_id": pad_id}, num_proc=num_proc or None,
+                         fn_kwargs={"block_size": block_size, "pad_id": pad_id}, num_proc=map_processes(num_proc),
                          features=token_features(*columns), desc="packing" if packing else "truncating")
 
 

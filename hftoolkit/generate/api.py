@@ -244,7 +244,8 @@ class TextGenerator:
         def run():
             try:
                 with torch.inference_mode():
-                    gen.model.generate(**inputs, streamer=streamer, **gen._generate_kwargs(settings))
+                    gen.model.generate(**inputs, streamer=streamer,
+                                       **gen._with_prompt_lookup(gen._generate_kwargs(settings), 1))
             except BaseException as exc:  # surfaced in the caller's thread below
                 errors.append(exc)
                 streamer.end()

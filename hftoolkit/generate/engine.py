@@ -81,6 +81,8 @@ PRECISIONS = {"fp32": "float32", "bf16": "bfloat16"}
 class Generator:
     """A loaded checkpoint ready to generate. Construct with `Generator.load(path)`."""
 
+    prompt_lookup_tokens = defaults.PROMPT_LOOKUP_TOKENS  # 0: plain greedy decoding for one answer too
+
     def __init__(self, model, tokenizer, path: str):
         self.model, self.tokenizer, self.path = model, tokenizer, path
         self.tokenizer.padding_side = "left"
@@ -145,7 +147,7 @@ class Generator:
         inputs = self._encode(texts, settings.max_new_tokens, log)
         if settings.seed is not None:
             torch.manual_seed(settings.seed)
-        kwargs = self._generate_kwargs(settings)
+        kwargs = self._with_prompt_lookup(self._generate_kwargs(settings), len(texts))
         with torch.inference_mode():
             cache = self._prompt_cache_for_beams(inputs, kwargs.get("num_beams"))
             output = self.model.generate(**inputs, **kwargs, **({"cache": cache} if cache is not None else {}))
@@ -157,6 +159,17 @@ class Generator:
             completion = cut_at_stop(self.tokenizer.decode(ids, skip_special_tokens=True), settings.stop)
             completions.append(Completion(text, completion, self._count_generated(ids), round(elapsed, 4)))
         return completions
+
+    def _with_prompt_lookup(self, kwargs: dict, rows: int) -> dict:
+        """Prompt-lookup decoding for one greedy answer: the tokens that followed the latest n-gram where it
+        occurs in the prompt (answers copy the retrieved passages) are proposed, and one forward pass checks
+        them all; greedy verification keeps exactly plain greedy's ids (tested). transformers runs it for one
+        row only; batches, beams, sampling and stop strings decode as before."""
+        beams = kwargs.get("num_beams") or self.model.generation_config.num_beams or 1
+        if rows != 1 or kwargs.get("do_sample") or beams > 1 or "stop_strings" in kwargs:
+            return kwargs
+        return {**kwargs, "prompt_lookup_num_tokens": self.prompt_lookup_tokens} if self.prompt_lookup_tokens \
+            else kwargs
 
     def _prompt_cache_for_beams(self, inputs, num_beams: int | None):
         """The prompts' key/value cache, computed once and copied for each beam, or None.

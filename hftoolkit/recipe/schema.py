@@ -180,9 +180,9 @@ class OutputSection:
     num_beams: int = knob(1, "beam search width written into the checkpoint's generation_config.json, so generate, "
                              "eval and transformers' own generate() search that many beams by default (1: greedy; "
                              "streamed chat answers are always greedy)")
-    keep_training_state: bool = knob(True, "keep checkpoints/ (optimizer state for --resume, ~3x the model's size) "
-                                           "once the run has finished; false skips the final one and removes "
-                                           "the rest")
+    keep_training_state: bool = knob(False, "keep checkpoints/ (optimizer state for --resume, ~3x the model's size) "
+                                            "once the run has finished; false (a finished run needs none of it) skips "
+                                            "the final one and removes the rest")
 
 
 @dataclass

@@ -44,8 +44,6 @@ REPORTED = ("loss", "rewards/margins", "rewards/accuracies", "rewards/chosen", "
 def train_preference(recipe: Recipe, resume: bool = False, overwrite: bool = False, log=print,
                      force: bool = False) -> dict:
     """Run a dpo/kto recipe end to end; returns the metrics written to metrics.json."""
-    from hftoolkit.train.stopping import SafeCheckpoints  # heavy: transformers' Trainer, imported when work starts
-
     check_before_training(recipe)
     out = check_output_dir(recipe.output.dir, resume, overwrite)
     distributed.wait_for_everyone()
@@ -79,6 +77,8 @@ def train_preference(recipe: Recipe, resume: bool = False, overwrite: bool = Fal
         claim_output_dir(out, to_dict(recipe), loaded.content_hash)
         check_disk_space(out, model)
     distributed.wait_for_everyone()
+
+    from hftoolkit.train.stopping import SafeCheckpoints  # heavy: transformers' Trainer, once the data is checked
 
     safe = SafeCheckpoints(final_save=recipe.output.keep_training_state)
     trainer, precision = build_preference_trainer(recipe, model, tokenizer, train_rows, validation_rows, out, safe,

@@ -1,0 +1,111 @@
+"""Answers at batch 1, as `generate --chat` and `ask` produce them: greedy tokens/s with each speed-up, the
+token ids compared with plain greedy decoding, and the memory-bandwidth limit of this machine.
+
+    python -m benchmarks.answer_speed CHECKPOINT [--questions 24] [--out FILE.json]
+
+Questions are the held-out car questions with the passages the checkpoint's own retrieval puts in the prompt
+(answers copy spans of them, which is what prompt-lookup decoding exploits). Each variant answers every
+question once, after one warm-up answer; tokens/s is generated tokens (up to the end of each answer) per
+second of wall time. The bandwidth limit is weight bytes read per token divided by the copy bandwidth
+measured here: decode at batch 1 reads every weight once per token.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import time
+from pathlib import Path
+
+from benchmarks.machine import cpu_info, cpu_line
+from hftoolkit.generate.api import TextGenerator
+from hftoolkit.generate.engine import GenerationSettings
+
+HELDOUT = Path(__file__).resolve().parent.parent / "hftoolkit/corpora/cars/qa/heldout.jsonl"
+LOOKUPS = (3, 5, 10)
+
+
+def copy_bandwidth_gb_s(megabytes: int = 512, repeats: int = 5) -> float:
+    """Bytes read plus written per second by a large tensor copy (the best of `repeats`)."""
+    import torch
+
+    source = torch.ones(megabytes * 2 ** 20 // 4)
+    target = torch.empty_like(source)
+    best = float("inf")
+    for _ in range(repeats):
+        started = time.perf_counter()
+        target.copy_(source)
+        best = min(best, time.perf_counter() - started)
+    return 2 * source.numel() * 4 / best / 1e9
+
+
+def weight_bytes(model) -> int:
+    return sum(p.numel() * p.element_size() for p in model.parameters())  # tied embeddings count once
+
+
+def answer_all(gen: TextGenerator, texts: list[str], settings: GenerationSettings, extra: dict) -> dict:
+    import torch
+
+    generator = gen.generator
+    kwargs = {**generator._generate_kwargs(settings), **extra}
+    ids, seconds = [], []
+    for i, text in enumerate([texts[0]] + texts):  # the first is a warm-up
+        inputs = generator._encode([text], settings.max_new_tokens, log=lambda m: None)
+        started = time.perf_counter()
+        with torch.inference_mode():
+            out = generator.model.generate(**inputs, **kwargs)
+        elapsed = time.perf_counter() - started
+        if i:
+            new = [int(t) for t in out[0, inputs["input_ids"].shape[1]:]]
+            ids.append(new[:generator._count_generated(new)])
+            seconds.append(elapsed)
+    tokens = sum(len(row) for row in ids)
+    return {"tokens": tokens, "seconds": round(sum(seconds), 2), "tokens_per_second": round(tokens / sum(seconds), 2),
+            "median_latency_s": round(statistics.median(seconds), 3), "ids": ids}
+
+
+def benchmark(checkpoint: str, questions: int = 24, log=print) -> dict:
+    rows = [json.loads(line) for line in HELDOUT.read_text().splitlines()][:questions]
+    settings = GenerationSettings(max_new_tokens=64)
+    bandwidth = copy_bandwidth_gb_s()
+    has_bf16 = any(flag in cpu_info()["flags"] for flag in ("avx512_bf16", "amx_bf16"))
+    results = {"cpu": cpu_line(), "checkpoint": checkpoint, "questions": len(rows),
+               "copy_bandwidth_gb_s": round(bandwidth, 1), "variants": {}}
+    for precision in ("fp32", "bf16") if has_bf16 else ("fp32",):
+        gen = TextGenerator(checkpoint, cache="off", log=lambda m: None, precision=precision)
+        texts = [text for text, _ in gen.prepare([r["question"] for r in rows], True, settings.max_new_tokens)]
+        limit = bandwidth * 1e9 / weight_bytes(gen.generator.model)
+        plain = answer_all(gen, texts, settings, {})
+        variants = {f"{precision} greedy": plain}
+        for n in LOOKUPS:
+            variants[f"{precision} prompt lookup {n}"] = answer_all(gen, texts, settings,
+                                                                    {"prompt_lookup_num_tokens": n})
+        for name, run in variants.items():
+            run["identical_ids"] = run["ids"] == plain["ids"]
+            run["speedup"] = round(run["tokens_per_second"] / plain["tokens_per_second"], 2)
+            run["bandwidth_limit_tokens_per_second"] = round(limit, 1)
+            log(f"{name:28s} {run['tokens_per_second']:7.2f} tok/s  x{run['speedup']:.2f}  median "
+                f"{run['median_latency_s']:.2f} s  identical ids: {run['identical_ids']}  limit {limit:.1f} tok/s")
+            results["variants"][name] = {k: v for k, v in run.items() if k != "ids"}
+    base = results["variants"]["fp32 greedy"]["tokens_per_second"]
+    for run in results["variants"].values():
+        run["speedup_over_fp32_greedy"] = round(run["tokens_per_second"] / base, 2)
+    return results
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("checkpoint")
+    parser.add_argument("--questions", type=int, default=24)
+    parser.add_argument("--out")
+    args = parser.parse_args()
+    print(cpu_line())
+    results = benchmark(args.checkpoint, args.questions)
+    if args.out:
+        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.out).write_text(json.dumps(results, indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    main()

@@ -163,10 +163,13 @@ class Generator:
     def _with_prompt_lookup(self, kwargs: dict, rows: int) -> dict:
         """Prompt-lookup decoding for one greedy answer: the tokens that followed the latest n-gram where it
         occurs in the prompt (answers copy the retrieved passages) are proposed, and one forward pass checks
-        them all; greedy verification keeps exactly plain greedy's ids (tested). transformers runs it for one
-        row only; batches, beams, sampling and stop strings decode as before."""
+        them all; in fp32, greedy verification keeps exactly plain greedy's ids (tested). bf16 weights decode
+        as before: checking several tokens in one pass rounds differently and changed some answers' ids
+        (benchmarks/answer_speed.py). transformers runs it for one row only; batches, beams, sampling and stop
+        strings decode as before too."""
         beams = kwargs.get("num_beams") or self.model.generation_config.num_beams or 1
-        if rows != 1 or kwargs.get("do_sample") or beams > 1 or "stop_strings" in kwargs:
+        if rows != 1 or kwargs.get("do_sample") or beams > 1 or "stop_strings" in kwargs \
+                or str(self.model.dtype) != "torch.float32":
             return kwargs
         return {**kwargs, "prompt_lookup_num_tokens": self.prompt_lookup_tokens} if self.prompt_lookup_tokens \
             else kwargs

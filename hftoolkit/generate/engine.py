@@ -168,11 +168,10 @@ class Generator:
         (benchmarks/answer_speed.py). transformers runs it for one row only; batches, beams, sampling and stop
         strings decode as before too."""
         beams = kwargs.get("num_beams") or self.model.generation_config.num_beams or 1
-        if rows != 1 or kwargs.get("do_sample") or beams > 1 or "stop_strings" in kwargs \
-                or str(self.model.dtype) != "torch.float32":
+        if not self.prompt_lookup_tokens or rows != 1 or kwargs.get("do_sample") or beams > 1 \
+                or "stop_strings" in kwargs or str(self.model.dtype) != "torch.float32":
             return kwargs
-        return {**kwargs, "prompt_lookup_num_tokens": self.prompt_lookup_tokens} if self.prompt_lookup_tokens \
-            else kwargs
+        return {**kwargs, "prompt_lookup_num_tokens": self.prompt_lookup_tokens}
 
     def _prompt_cache_for_beams(self, inputs, num_beams: int | None):
         """The prompts' key/value cache, computed once and copied for each beam, or None.

@@ -18,9 +18,10 @@ import statistics
 import time
 from pathlib import Path
 
-from benchmarks.machine import cpu_info, cpu_line
+from benchmarks.machine import cpu_line
 from hftoolkit.generate.api import TextGenerator
 from hftoolkit.generate.engine import GenerationSettings
+from hftoolkit.train.precision import cpu_has_bf16_instructions
 
 HELDOUT = Path(__file__).resolve().parent.parent / "hftoolkit/corpora/cars/qa/heldout.jsonl"
 LOOKUPS = (3, 5, 10)
@@ -69,10 +70,9 @@ def benchmark(checkpoint: str, questions: int = 24, log=print) -> dict:
     rows = [json.loads(line) for line in HELDOUT.read_text().splitlines()][:questions]
     settings = GenerationSettings(max_new_tokens=64, num_beams=1)  # greedy, whatever the checkpoint suggests
     bandwidth = copy_bandwidth_gb_s()
-    has_bf16 = any(flag in cpu_info()["flags"] for flag in ("avx512_bf16", "amx_bf16"))
     results = {"cpu": cpu_line(), "checkpoint": checkpoint, "questions": len(rows),
                "copy_bandwidth_gb_s": round(bandwidth, 1), "variants": {}}
-    for precision in ("fp32", "bf16") if has_bf16 else ("fp32",):
+    for precision in ("fp32", "bf16") if cpu_has_bf16_instructions() else ("fp32",):
         gen = TextGenerator(checkpoint, cache="off", log=lambda m: None, precision=precision)
         texts = [text for text, _ in gen.prepare([r["question"] for r in rows], True, settings.max_new_tokens)]
         limit = bandwidth * 1e9 / weight_bytes(gen.generator.model)

@@ -19,11 +19,11 @@ def best_precision() -> str:
     """What a practitioner passes: `--bf16` where the hardware has bf16 (CPU instructions or a GPU), else fp32."""
     import torch
 
-    from benchmarks.machine import cpu_info
+    from hftoolkit.train.precision import cpu_has_bf16_instructions
 
     if torch.cuda.is_available():
         return "bf16" if torch.cuda.is_bf16_supported() else "fp32"
-    return "bf16" if {"avx512_bf16", "amx_bf16"} & set(cpu_info()["flags"]) else "fp32"
+    return "bf16" if cpu_has_bf16_instructions() else "fp32"
 
 
 def training_arguments(out: Path, training, max_steps: int, precision: str = "fp32"):

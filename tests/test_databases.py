@@ -283,3 +283,23 @@ def test_password_from_pgpassword_or_pgpass(tmp_path, postgres):
     refused = run_cli("data", "show", uri, "--table", "env_brakes", env={"PGPASSWORD": "not-it"})
     assert refused.returncode == 2 and "password authentication failed" in refused.stderr
     assert "not-it" not in refused.stderr
+
+
+def test_streamed_postgres_table_trains_like_the_streamed_file(tmp_path, postgres):
+    """data.streaming over PostgreSQL (a server-side cursor) reads the rows the file holds, in order: the same
+    blocks, so the same eval loss; the password appears in no output, log or saved stream position."""
+    uri = postgres.create_database("cars_stream")
+    done = run_cli("data", "import", BRAKES, "--to", uri, "--table", "brakes")
+    assert done.returncode == 0, done.stderr[-2000:]
+    runs = {}
+    for name, train in (("files", BRAKES), ("db", {"uri": uri, "table": "brakes"})):
+        (tmp_path / name).mkdir()
+        recipe = tiny_recipe(tmp_path / name, data={"train": train, "streaming": True, "shuffle_buffer": 8},
+                             training={"max_steps": 6, "save_steps": 3}, output={"keep_training_state": True})
+        done = run_cli("train", recipe)
+        assert done.returncode == 0, done.stderr[-3000:]
+        assert PASSWORD not in done.stdout + done.stderr
+        runs[name] = json.loads((recipe.parent / "run" / "metrics.json").read_text())
+    assert runs["db"]["eval_loss"] == runs["files"]["eval_loss"]
+    assert runs["db"]["stream"]["documents"] == runs["files"]["stream"]["documents"] > 0
+    assert PASSWORD.encode() not in all_bytes(tmp_path / "db" / "run")  # data-state-rank0.json included

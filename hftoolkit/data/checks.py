@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from hftoolkit.data.sources import peek_columns, require_columns
 from hftoolkit.data.splits import required_columns
+from hftoolkit.data.stream_documents import check_streamable
+from hftoolkit.data.stream_splits import stream_source
 from hftoolkit.recipe.schema import Recipe
 
 
@@ -16,6 +18,8 @@ def check_data(recipe: Recipe) -> None:
             columns = peek_columns(spec, f"data.{field}")
             if columns is not None:
                 require_columns(columns, required_columns(data, recipe.model.task), spec)
+    if data.streaming:
+        check_streamable(stream_source(data))
     if data.extra_text:
         columns = peek_columns(data.extra_text, "data.extra_text")
         if columns is not None:

@@ -46,9 +46,20 @@ def pack_blocks(batch: dict, block_size: int, pad_id: int) -> dict:
     positions = [pos for ids in batch["input_ids"] for pos in range(len(ids))]
     blocks = {"input_ids": [], "attention_mask": [], "labels": [], "position_ids": []}
     for start in range(0, len(stream), block_size):
-        _append_padded(blocks, stream[start:start + block_size], block_size, pad_id)
-        blocks["position_ids"].append(_block_positions(positions[start:start + block_size], block_size))
+        block = packed_block(stream[start:start + block_size], positions[start:start + block_size], block_size,
+                             pad_id)
+        for column, values in block.items():
+            blocks[column].append(values)
     return blocks
+
+
+def packed_block(ids: list[int], positions: list[int], block_size: int, pad_id: int) -> dict:
+    """One training block from up to block_size tokens and their positions within their documents (the
+    streamed path builds its blocks with this too, so both paths pack alike)."""
+    block = {"input_ids": [], "attention_mask": [], "labels": []}
+    _append_padded(block, ids, block_size, pad_id)
+    return {column: values[0] for column, values in block.items()} | {
+        "position_ids": _block_positions(positions, block_size)}
 
 
 def _block_positions(positions: list[int], block_size: int) -> list[int]:

@@ -15,6 +15,7 @@ import os
 from pathlib import Path
 
 from hftoolkit.data import batch_size as batching
+from hftoolkit.data.compressed import BUILDERS, data_suffix, is_data_file, open_binary, open_text
 from hftoolkit.db.source import describe as describe_sql
 from hftoolkit.db.source import load_sql, sql_columns, sql_fingerprint
 from hftoolkit.db.uri import is_database_uri, redact
@@ -22,7 +23,7 @@ from hftoolkit.errors import UserError
 from hftoolkit.hub.endpoint import check_hub_dataset
 from hftoolkit.paths import resolve_data_path
 
-BUILDERS = {".txt": "text", ".csv": "csv", ".json": "json", ".jsonl": "json", ".parquet": "parquet"}
+KINDS = "/".join(BUILDERS) + " (.gz/.zst too)"
 
 
 def expand_files(spec: str, field: str) -> list[Path] | None:
@@ -32,18 +33,19 @@ def expand_files(spec: str, field: str) -> list[Path] | None:
                         f"{{uri: {redact(spec)}, table: NAME}} (or query: SELECT ...)")
     path = Path(resolve_data_path(spec))
     if path.is_dir():
-        files = sorted(p for p in path.rglob("*") if p.suffix in BUILDERS and p.is_file())
+        files = sorted(p for p in path.rglob("*") if is_data_file(p) and p.is_file())
         if not files:
-            raise UserError(f"{field}: folder '{spec}' holds no {'/'.join(BUILDERS)} files")
+            raise UserError(f"{field}: folder '{spec}' holds no {KINDS} files")
         return files
     if path.is_file():
-        if path.suffix not in BUILDERS:
-            raise UserError(f"{field}: '{spec}' has an unsupported extension; use one of {', '.join(BUILDERS)}")
+        if not is_data_file(path):
+            raise UserError(f"{field}: '{spec}' has an unsupported extension; use one of {', '.join(BUILDERS)}, "
+                            "optionally compressed as .gz or .zst")
         return [path]
     if glob.has_magic(str(path)):
-        files = sorted(Path(p) for p in glob.glob(str(path), recursive=True) if Path(p).suffix in BUILDERS)
+        files = sorted(Path(p) for p in glob.glob(str(path), recursive=True) if is_data_file(Path(p)))
         if not files:
-            raise UserError(f"{field}: glob '{spec}' matches no {'/'.join(BUILDERS)} files")
+            raise UserError(f"{field}: glob '{spec}' matches no {KINDS} files")
         return files
     if looks_like_hub_id(spec):
         return None
@@ -58,7 +60,7 @@ def check_text_file(path: Path, field: str, chunk: int = 1 << 20) -> None:
     decoder = codecs.getincrementaldecoder("utf-8")()
     size = 0
     try:
-        with open(path, "rb") as handle:
+        with open_binary(path) as handle:
             while piece := handle.read(chunk):
                 size += len(piece)
                 if b"\0" in piece:
@@ -90,7 +92,7 @@ def load_split(spec, field: str, text_documents: str = "paragraph"):
     files = expand_files(spec, field)
     if files is None:
         return _load_from_hub(spec, field)
-    kinds = {BUILDERS[f.suffix] for f in files}
+    kinds = {BUILDERS[data_suffix(f)] for f in files}
     if len(kinds) > 1:
         raise UserError(f"{field}: '{spec}' mixes file types ({', '.join(sorted(kinds))}); use one type per split")
     builder = kinds.pop()
@@ -147,28 +149,28 @@ def peek_columns(spec, field: str) -> list[str] | None:
         check_hub_dataset(spec, field)  # here, in the recipe check: before any model loads or data is read
         return None
     first = files[0]
-    kind = BUILDERS[first.suffix]
+    kind = BUILDERS[data_suffix(first)]
     try:
         if kind == "text":
             return ["text"]
         if kind == "csv":
-            with open(first, newline="", encoding="utf-8") as handle:
+            with open_text(first) as handle:
                 return next(csv.reader(handle), [])
         if kind == "parquet":
             import pyarrow.parquet as pq
 
             return list(pq.read_schema(first).names)
         return _json_columns(first)
-    except (OSError, ValueError, UnicodeDecodeError) as exc:
+    except (OSError, ValueError, UnicodeDecodeError, EOFError) as exc:
         raise UserError(f"{field}: could not read '{first}' ({exc}); check the file's format") from None
 
 
 def _json_columns(path: Path) -> list[str]:
     """Keys of the first record of a JSON Lines file or a JSON array of objects."""
-    with open(path, encoding="utf-8") as handle:
+    with open_text(path) as handle:
         head = handle.read(1 << 16).lstrip()
     if head.startswith("["):
-        with open(path, encoding="utf-8") as handle:
+        with open_text(path) as handle:
             records = json.load(handle)
         return list(records[0]) if records and isinstance(records[0], dict) else []
     first_line = head.splitlines()[0] if head else "{}"

@@ -108,6 +108,14 @@ class DataSection:
     extra_text: Optional[Union[str, SqlSource]] = knob(None, "qa/chat only: a plain-text corpus trained on alongside the examples "
                                            "(packed, full loss), so the model learns the documents too")
     max_train_samples: Optional[int] = knob(None, "debug: keep only the first N training documents")
+    streaming: bool = knob(False, "format text: read, tokenize and pack the training documents on the fly (local "
+                                  "files, .gz/.zst too, or a database) instead of preparing them all first; for "
+                                  "corpora too large for memory or disk twice. Needs training.max_steps or "
+                                  "max_tokens; resumes where it stopped")
+    shuffle_buffer: int = knob(1000, "streaming: blocks held and drawn at random, so neighbouring documents do not "
+                                     "train together (0: corpus order)")
+    validation_documents: int = knob(200, "streaming without data.validation: the first N documents are held out "
+                                          "for validation (training skips them)")
     retrieval: Optional[Retrieval] = knob(None, "qa only: put retrieved corpus passages into each question "
                                                 "(with some distractor-only examples) so the model learns to "
                                                 "answer from context")
@@ -141,6 +149,9 @@ class TrainingSection:
                                   default_factory=Preference)
     epochs: float = knob(3.0, "passes over the training blocks")
     max_steps: int = knob(-1, "stop after this many optimizer steps (-1: use epochs)")
+    max_tokens: Optional[int] = knob(None, "or stop after this many training tokens (blocks x block_size): sets "
+                                           "max_steps = tokens / (batch_size x gradient_accumulation x block_size), "
+                                           "rounded up")
     batch_size: int = knob(8, "blocks per step, over all processes: N processes take batch_size/N each")
     eval_batch_size: int = knob(16, "blocks per eval step")
     gradient_accumulation: int = knob(1, "steps per optimizer update (effective batch = batch_size x this)")

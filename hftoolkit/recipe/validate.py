@@ -52,6 +52,7 @@ def validate(recipe: Recipe) -> None:
         raise UserError("data.train is empty; name a file, folder, glob or hub dataset id")
     check_retrieval(recipe)
     check_method(recipe)
+    check_streaming(recipe)
     if model.task != "causal_lm" and recipe.data.format != "text":
         raise UserError(f"data.format: {recipe.data.format} works with model.task: causal_lm; "
                         f"{model.task} reads a text column (data.format: text)")
@@ -61,6 +62,46 @@ def validate(recipe: Recipe) -> None:
         raise UserError("output.dir is empty; set it in the recipe or pass --output-dir")
     if recipe.output.push_to:
         check_repo_id(recipe.output.push_to, "output.push_to")
+
+
+def check_streaming(recipe: Recipe) -> None:
+    """A streamed corpus has no length: the run needs a length of its own, and only packed text streams."""
+    data, training = recipe.data, recipe.training
+    if training.max_tokens is not None:
+        if training.max_tokens <= 0:
+            raise UserError(f"training.max_tokens: {training.max_tokens} must be greater than 0")
+        if training.max_steps > 0:
+            raise UserError("training.max_tokens and training.max_steps are both set; keep one")
+        if training.method != "sft":
+            raise UserError(f"training.max_tokens: counts blocks of SFT training; with training.method: "
+                            f"{training.method} set training.max_steps")
+    if data.shuffle_buffer < 0:
+        raise UserError(f"data.shuffle_buffer: {data.shuffle_buffer} must be 0 (corpus order) or more")
+    if not data.streaming:
+        return
+    if training.max_steps <= 0 and training.max_tokens is None:
+        raise UserError("data.streaming: a streamed corpus has no known length; set training.max_steps or "
+                        "training.max_tokens")
+    if data.format != "text" or recipe.model.task != "causal_lm" or training.method != "sft":
+        raise UserError(f"data.streaming: streams plain text for causal_lm fine-tuning (data.format: text, "
+                        f"training.method: sft); this recipe has data.format: {data.format}, model.task: "
+                        f"{recipe.model.task}: set data.streaming: false")
+    if data.max_train_samples is not None:
+        raise UserError("data.max_train_samples: not with data.streaming (the run stops at training.max_steps)")
+    if not recipe.preprocess.packing:
+        raise UserError("preprocess.packing: false is not streamed; streaming packs blocks (set packing: true)")
+    if not data.validation and data.validation_documents <= 0:
+        raise UserError(f"data.validation_documents: {data.validation_documents} must be greater than 0 (or set "
+                        "data.validation)")
+
+
+def planned_steps(recipe: Recipe) -> int:
+    """training.max_steps, or the steps that training.max_tokens asks for."""
+    training = recipe.training
+    if training.max_tokens is None:
+        return training.max_steps
+    per_step = training.batch_size * training.gradient_accumulation * recipe.preprocess.block_size
+    return -(-training.max_tokens // per_step)
 
 
 PREFERENCE_FORMATS = {"dpo": ("preference",), "kto": ("rated", "preference")}

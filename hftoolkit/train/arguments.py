@@ -10,7 +10,7 @@ from hftoolkit.train.distributed import global_batch, world_size
 
 
 def training_arguments(training: TrainingSection, out: Path, precision: str, variable_length: bool = False,
-                       batch_metrics: bool = False, config_class=None, **extra):
+                       batch_metrics: bool = False, config_class=None, max_steps: int | None = None, **extra):
     """transformers' TrainingArguments, or `config_class` (a TRL config, which subclasses it) with `extra` fields."""
     import torch
     from transformers import TrainingArguments
@@ -19,7 +19,7 @@ def training_arguments(training: TrainingSection, out: Path, precision: str, var
     return (config_class or TrainingArguments)(
         output_dir=str(out / TRAINER_DIR),
         num_train_epochs=training.epochs,
-        max_steps=training.max_steps,
+        max_steps=training.max_steps if max_steps is None else max_steps,  # set from training.max_tokens
         # the recipe's batch is global: with N processes each takes consecutive batch/N slices of the same
         # seeded order, so every full optimizer step sees the examples one process would
         per_device_train_batch_size=global_batch(training.batch_size, "training.batch_size") // world_size(),

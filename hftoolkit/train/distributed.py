@@ -29,6 +29,10 @@ def world_size() -> int:
     return _state().num_processes if "WORLD_SIZE" in os.environ else 1
 
 
+def rank() -> int:
+    return _state().process_index if "WORLD_SIZE" in os.environ else 0
+
+
 def is_main() -> bool:
     return "WORLD_SIZE" not in os.environ or _state().is_main_process
 

@@ -18,13 +18,18 @@ from hftoolkit.checkpoint.output_dir import (
 from hftoolkit.checkpoint.publish import push_checkpoint
 from hftoolkit.data.chat_format import show_loss_mask
 from hftoolkit.data.labels import inverse_frequency_weights, label_names
+from hftoolkit.data.pack import block_stats, pack_dataset, tokenize_documents
 from hftoolkit.data.preprocess import preprocess
 from hftoolkit.data.retrieval_examples import attach_passages
+from hftoolkit.data.sources import describe as describe_source
 from hftoolkit.data.splits import load_data
+from hftoolkit.data.stream_documents import DocumentSource
+from hftoolkit.data.stream_splits import load_streamed
 from hftoolkit.errors import TrainingStopped
 from hftoolkit.models.load import add_lora, build_from_scratch, load_pretrained
 from hftoolkit.recipe.load import to_dict
 from hftoolkit.recipe.schema import Recipe
+from hftoolkit.recipe.validate import planned_steps
 from hftoolkit.train import distributed
 from hftoolkit.train.answer_eval import AnswerAccuracy
 from hftoolkit.train.arguments import training_arguments
@@ -55,9 +60,14 @@ def train(recipe: Recipe, resume: bool = False, overwrite: bool = False, log=pri
     started = time.time()
 
     with distributed.main_first():  # rank 0 fills the caches (data, model, index, tokens); the others reuse them
-        loaded = load_data(recipe.data, recipe.training.seed, recipe.model.task)
-        log(f"data: {len(loaded.train)} training and {len(loaded.validation)} validation documents" +
-            "".join(f"; skipped {n} empty or null {split} rows" for split, n in (loaded.skipped or {}).items()))
+        if recipe.data.streaming:
+            loaded = load_streamed(recipe.data)
+            log(f"data: streaming the training documents from {describe_source(recipe.data.train)}; "
+                f"{len(loaded.validation)} validation documents")
+        else:
+            loaded = load_data(recipe.data, recipe.training.seed, recipe.model.task)
+            log(f"data: {len(loaded.train)} training and {len(loaded.validation)} validation documents" +
+                "".join(f"; skipped {n} empty or null {split} rows" for split, n in (loaded.skipped or {}).items()))
         labels = None
         if recipe.model.task == "classification":
             labels = label_names([loaded.train, loaded.validation], recipe.data.label_column,
@@ -67,11 +77,23 @@ def train(recipe: Recipe, resume: bool = False, overwrite: bool = False, log=pri
         retriever = None
         if recipe.data.retrieval is not None:
             loaded, retriever = attach_passages(loaded, recipe, tokenizer, log)
-        blocks, stats, hit = preprocess(recipe, loaded, tokenizer, labels)
+        if recipe.data.streaming:
+            blocks, stats = streamed_blocks(recipe, loaded, tokenizer)
+        else:
+            blocks, stats, hit = preprocess(recipe, loaded, tokenizer, labels)
     if resume and not force:
         check_resume_matches(out, to_dict(recipe), loaded.content_hash)
-    log(f"preprocessing: cache {'hit, reusing' if hit else 'miss, tokenized'} ({'same' if hit else 'new'} "
-        "data, tokenizer and preprocess settings)")
+    if resume and recipe.data.streaming:
+        from hftoolkit.train.stream_state import restore_position  # heavy: transformers' callbacks
+
+        restore_position(blocks["train"], last_trainer_checkpoint(out))
+        log(f"data: the stream goes on from its checkpoint (document {blocks['train'].documents}, "
+            f"epoch {blocks['train'].epoch}), nothing read again")
+    if recipe.data.streaming:
+        log("preprocessing: streamed (training documents are tokenized and packed as training reads them)")
+    else:
+        log(f"preprocessing: cache {'hit, reusing' if hit else 'miss, tokenized'} ({'same' if hit else 'new'} "
+            "data, tokenizer and preprocess settings)")
     for split, numbers in stats.items():
         log(f"  {split}: " + ", ".join(f"{k}={v}" for k, v in numbers.items()))
     if recipe.model.task == "causal_lm" and recipe.data.format != "text":
@@ -105,6 +127,10 @@ def train(recipe: Recipe, resume: bool = False, overwrite: bool = False, log=pri
             callback.close()
     metrics = summarize(recipe, trainer.state.log_history, result.metrics, final_eval, stats, precision,
                         time.time() - started)
+    if recipe.data.streaming:
+        stream = blocks["train"]
+        metrics["stream"] = {"documents": stream.documents, "blocks": stream.blocks, "epochs": stream.epoch,
+                             "documents_read_by_this_run": stream.documents_read}
     if distributed.is_main():
         index_record = None
         if retriever is not None:
@@ -125,6 +151,25 @@ def train(recipe: Recipe, resume: bool = False, overwrite: bool = False, log=pri
     return metrics
 
 
+def streamed_blocks(recipe: Recipe, loaded, tokenizer) -> tuple[dict, dict]:
+    """The training stream (nothing read yet) and the packed validation blocks, with their stats."""
+    from hftoolkit.data.stream_blocks import StreamedBlocks  # heavy: torch, once the recipe passed its checks
+
+    prep = recipe.preprocess
+    tokens = tokenize_documents(loaded.validation, tokenizer, recipe.data.text_column, prep.add_eos)
+    validation = pack_dataset(tokens, prep.block_size, tokenizer.pad_token_id, packing=True)
+    train = StreamedBlocks(loaded.train, tokenizer, prep.block_size, prep.add_eos, recipe.data.shuffle_buffer,
+                           recipe.training.seed, distributed.rank(), distributed.world_size())
+    training = recipe.training
+    train.limit = planned_steps(recipe) * training.gradient_accumulation * training.batch_size // train.world
+    source = loaded.train
+    where = {"files": len(source.files)} if source.sql is None else {"database": describe_source(source.sql)}
+    stats = {"train": {"streamed": True, **where, "held_out_documents": source.skip,
+                       "shuffle_buffer_blocks": recipe.data.shuffle_buffer},
+             "validation": block_stats(len(loaded.validation), validation)}
+    return {"train": train, "validation": validation}, stats
+
+
 def setup_model(recipe: Recipe, loaded, labels: list[str] | None, log):
     """(tokenizer, model), pretrained or from scratch, with LoRA adapters when asked."""
     head = head_config(recipe, labels)
@@ -132,6 +177,8 @@ def setup_model(recipe: Recipe, loaded, labels: list[str] | None, log):
         column = recipe.data.text_column
 
         def texts():
+            if isinstance(loaded.train, DocumentSource):
+                return loaded.train.documents()  # one pass over the stream
             return (row[column] for row in loaded.train if isinstance(row[column], str))
 
         tokenizer, model = build_from_scratch(recipe, texts, loaded.content_hash, log, head)
@@ -172,9 +219,15 @@ def build_trainer(recipe: Recipe, model, tokenizer, blocks, out: Path, labels: l
             log("CPU kernels: " + ", ".join(swapped))
     metrics = compute_metrics_for(recipe, labels)
     variable = recipe.model.task == "classification" or recipe.data.format != "text"
+    streaming = recipe.data.streaming
     args = training_arguments(recipe.training, out, precision, variable_length=variable,
-                              batch_metrics=metrics is not None)
+                              batch_metrics=metrics is not None, max_steps=planned_steps(recipe),
+                              ignore_data_skip=streaming)  # a stream resumes from its saved position
     callbacks = [tensorboard_callback(out / "logs")] if is_main() else []  # one event file, from rank 0
+    if streaming:
+        from hftoolkit.train.stream_state import StreamPositions  # heavy: transformers' callbacks
+
+        callbacks.append(StreamPositions(blocks["train"]))  # before SafeCheckpoints marks the folder complete
     callbacks.append(safe_checkpoints or SafeCheckpoints())  # complete markers, rotation, signals
     if recipe.training.early_stopping_patience is not None:
         callbacks.append(EarlyStoppingCallback(early_stopping_patience=recipe.training.early_stopping_patience))

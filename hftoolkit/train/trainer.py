@@ -14,6 +14,7 @@ from transformers import Trainer
 from transformers.utils import logging
 
 from hftoolkit.data.pack import packed_inputs
+from hftoolkit.data.stream_blocks import StreamedBlocks
 from hftoolkit.train.distributed import all_reduce_sum
 from hftoolkit.train.loss import labelled_positions_loss, matches_model_loss
 from hftoolkit.train.metrics import perplexity
@@ -38,6 +39,20 @@ class PerplexityTrainer(Trainer):
         self.token_mean_eval = token_mean_eval  # causal LMs: eval loss as a mean over labelled tokens
         self._eval_nll = None
         self._documents_apart = None  # checked on the first packed batch
+
+    def get_train_dataloader(self):
+        """A streamed corpus is read in this process, one batch at a time, with no read-ahead: the stream's
+        state between two steps is then exactly what training consumed (see `train.stream_state`). Each rank
+        streams its own share, so accelerate neither shards nor dispatches it."""
+        if not isinstance(self.train_dataset, StreamedBlocks):
+            return super().get_train_dataloader()
+        import torch
+        from torch.utils.data import DataLoader
+
+        # its own generator: a DataLoader draws a seed when an iterator starts, and drawn from the global one it
+        # would shift the dropout masks of a resumed run against the uninterrupted one
+        return DataLoader(self.train_dataset, batch_size=self._train_batch_size, collate_fn=self.data_collator,
+                          num_workers=0, generator=torch.Generator().manual_seed(self.args.seed))
 
     def _packed(self, model, inputs):
         if "position_ids" not in inputs:

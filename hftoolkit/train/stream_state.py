@@ -1,0 +1,49 @@
+"""A streamed run's data position in every checkpoint, so `--resume` goes on from it without replaying data.
+
+Each process writes its own `data-state-rank{N}.json` into the checkpoint folder, then all wait for each other
+before `SafeCheckpoints` marks the folder complete: a complete checkpoint always holds every rank's position.
+The Trainer's own resume would skip the consumed batches by reading them again (`ignore_data_skip` turns that
+off for streamed runs); the state restores the stream instead.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+from transformers import TrainerCallback
+
+from hftoolkit.errors import UserError
+from hftoolkit.train import distributed
+
+STATE_FILE = "data-state-rank{rank}.json"
+
+
+class StreamPositions(TrainerCallback):
+    def __init__(self, dataset):
+        self.dataset = dataset
+
+    def on_save(self, args, state, control, **kwargs):
+        folder = Path(args.output_dir) / f"checkpoint-{state.global_step}"
+        folder.mkdir(parents=True, exist_ok=True)
+        target = folder / STATE_FILE.format(rank=self.dataset.rank)
+        staging = target.with_suffix(".json.tmp")
+        staging.write_text(json.dumps(self.dataset.state_dict()))
+        os.replace(staging, target)
+        distributed.wait_for_everyone()
+        return control
+
+
+def restore_position(dataset, checkpoint: Path) -> None:
+    """Put the stream where the checkpoint left it (its position, waiting tokens, shuffle buffer)."""
+    path = Path(checkpoint) / STATE_FILE.format(rank=dataset.rank)
+    if not path.is_file():
+        raise UserError(f"--resume: {checkpoint} holds no streamed data position for process {dataset.rank} "
+                        f"({path.name}); it was saved by a run that did not stream, or by fewer processes: resume "
+                        "with the recipe and process count it started with")
+    state = json.loads(path.read_text())
+    if state["world"] != dataset.world:
+        raise UserError(f"--resume: the stream was split among {state['world']} processes and this run has "
+                        f"{dataset.world}; resume with --nproc {state['world']}")
+    dataset.load_state_dict(state)

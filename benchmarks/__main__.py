@@ -1,7 +1,7 @@
 """Run every benchmark, alone, and write `results.json` and `results.md`.
 
-    python -m benchmarks [--out benchmarks/results] [--only training,preprocessing,generation,serving] [--rounds 2]
-                         [--cases smollm2_full_text,...]
+    python -m benchmarks [--out benchmarks/results] [--only training,preprocessing,generation,serving,streaming]
+                         [--rounds 2] [--cases smollm2_full_text,...] [--stream-gb 2]
 
 Prints the CPU model and its bf16/AMX flags first, then each benchmark's rows as they finish. Every
 benchmark runs hftoolkit and its baseline in the same run, alternating; the ratios are the claims,
@@ -19,7 +19,7 @@ from pathlib import Path
 from benchmarks import machine
 from benchmarks.report import markdown
 
-SECTIONS = ("training", "preprocessing", "generation", "serving")
+SECTIONS = ("training", "preprocessing", "generation", "serving", "streaming")
 
 
 def main() -> None:
@@ -29,6 +29,7 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=2, help="alternating rounds per training case")
     parser.add_argument("--cases", default=None, help="comma-separated training cases (default: all)")
     parser.add_argument("--sizes", default="25,50,100", help="preprocessing corpus sizes in MB")
+    parser.add_argument("--stream-gb", type=float, default=2.0, help="streaming: GiB of JSON Lines in the corpus")
     args = parser.parse_args()
     wanted = [s.strip() for s in args.only.split(",") if s.strip()]
     unknown = sorted(set(wanted) - set(SECTIONS))
@@ -71,6 +72,10 @@ def main() -> None:
 
             checkpoint = str(resolve_model_path("smollm2-135m-instruct", lambda m: None))
             result["serving"] = serving.benchmark(checkpoint, work, log=log)
+        if "streaming" in wanted:
+            from benchmarks import streaming
+
+            result["streaming"] = streaming.benchmark(work, gigabytes=args.stream_gb, log=log)
     result["finished"] = time.strftime("%Y-%m-%d %H:%M:%S")
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)

@@ -67,6 +67,10 @@ def markdown(result: dict) -> str:
                       f"for x{large['tokens'] / small['tokens']:.2f} the tokens; peak RSS "
                       f"x{large['cold_peak_rss_mb'] / small['cold_peak_rss_mb']:.2f}, peak heap "
                       f"x{large['cold_peak_heap_mb'] / small['cold_peak_heap_mb']:.2f}.", ""]
+    if "streaming" in result:
+        from benchmarks.streaming import markdown as streaming_markdown
+
+        lines += [streaming_markdown(result["streaming"]), ""]
     if "serving" in result:
         from benchmarks.serving import markdown as serving_markdown
 

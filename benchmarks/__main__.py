@@ -30,6 +30,7 @@ def main() -> None:
     parser.add_argument("--cases", default=None, help="comma-separated training cases (default: all)")
     parser.add_argument("--sizes", default="25,50,100", help="preprocessing corpus sizes in MB")
     parser.add_argument("--stream-gb", type=float, default=2.0, help="streaming: GiB of JSON Lines in the corpus")
+    parser.add_argument("--stream-variants", default="streamed,map", help="streaming: streamed, map or both")
     args = parser.parse_args()
     wanted = [s.strip() for s in args.only.split(",") if s.strip()]
     unknown = sorted(set(wanted) - set(SECTIONS))
@@ -75,7 +76,8 @@ def main() -> None:
         if "streaming" in wanted:
             from benchmarks import streaming
 
-            result["streaming"] = streaming.benchmark(work, gigabytes=args.stream_gb, log=log)
+            variants = tuple(v.strip() for v in args.stream_variants.split(",") if v.strip())
+            result["streaming"] = streaming.benchmark(work, gigabytes=args.stream_gb, variants=variants, log=log)
     result["finished"] = time.strftime("%Y-%m-%d %H:%M:%S")
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)

@@ -37,9 +37,10 @@ class DocumentSource:
     skip: int = 0  # documents at the start held out (the validation split when none is given)
     field_name: str = "data.train"
 
-    def documents(self) -> Iterator[str]:
-        """Every document once, in order (tokenizer training, the held-out head)."""
-        for text, _ in read_documents(self, dict(START), rank=0, world=1, skip=0):
+    def documents(self, skip: int | None = None) -> Iterator[str]:
+        """Every training document once, in order (a from-scratch tokenizer learns from them); `skip=0` also
+        gives the held-out head."""
+        for text, _ in read_documents(self, dict(START), rank=0, world=1, skip=skip):
             yield text
 
 

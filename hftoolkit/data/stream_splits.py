@@ -42,7 +42,7 @@ def load_streamed(data: DataSection) -> LoadedData:
         hashes = [stream_fingerprint(data.train, source), stream_fingerprint(data.validation, None)]
     else:
         head = []
-        for text in source.documents():
+        for text in source.documents(skip=0):
             head.append(text)
             if len(head) == data.validation_documents:
                 break

@@ -83,9 +83,10 @@ def claim_output_dir(out: Path, recipe: dict | None = None, data_hash: str | Non
         record_written(out, [])
 
 
-def check_resume_matches(out: Path, recipe: dict, data_hash: str) -> None:
+def check_resume_matches(out: Path, recipe: dict, data_hash: str | None) -> None:
     """--resume continues a run only with the recipe and data it started with: anything else would
-    silently mix two trainings in one checkpoint. Names what changed; --force skips this check."""
+    silently mix two trainings in one checkpoint. Names what changed; --force skips this check. `data_hash`
+    None checks the recipe alone (before the data is read)."""
     try:
         started = json.loads((out / RUN_MARKER).read_text())
     except (OSError, ValueError):
@@ -95,7 +96,7 @@ def check_resume_matches(out: Path, recipe: dict, data_hash: str) -> None:
         shown = ", ".join(changed[:4]) + (f" and {len(changed) - 4} more" if len(changed) > 4 else "")
         raise UserError(f"--resume: the recipe changed since this run started ({shown}); undo the change, "
                         "start a new run with --overwrite, or pass --force to resume anyway")
-    if started.get("data") is not None and started["data"] != data_hash:
+    if data_hash is not None and started.get("data") is not None and started["data"] != data_hash:
         raise UserError("--resume: the training data changed since this run started; restore it, start a new run "
                         "with --overwrite, or pass --force to resume anyway")
 

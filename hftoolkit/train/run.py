@@ -24,6 +24,7 @@ from hftoolkit.data.retrieval_examples import attach_passages
 from hftoolkit.data.sources import describe as describe_source
 from hftoolkit.data.splits import load_data
 from hftoolkit.data.stream_documents import DocumentSource
+from hftoolkit.data.stream_position import read_position
 from hftoolkit.data.stream_splits import load_streamed
 from hftoolkit.errors import TrainingStopped
 from hftoolkit.models.load import add_lora, build_from_scratch, load_pretrained
@@ -57,6 +58,11 @@ def train(recipe: Recipe, resume: bool = False, overwrite: bool = False, log=pri
 
     distributed.wait_for_everyone()  # every rank has checked the folder before rank 0 writes into it
     log = log if distributed.is_main() else (lambda message: None)
+    check_resume = resume and not force
+    if check_resume:  # a changed recipe or process count is refused before anything loads
+        check_resume_matches(out, to_dict(recipe), None)
+    if resume and recipe.data.streaming:
+        read_position(last_trainer_checkpoint(out), distributed.rank(), distributed.world_size())
     started = time.time()
 
     with distributed.main_first():  # rank 0 fills the caches (data, model, index, tokens); the others reuse them
@@ -68,6 +74,8 @@ def train(recipe: Recipe, resume: bool = False, overwrite: bool = False, log=pri
             loaded = load_data(recipe.data, recipe.training.seed, recipe.model.task)
             log(f"data: {len(loaded.train)} training and {len(loaded.validation)} validation documents" +
                 "".join(f"; skipped {n} empty or null {split} rows" for split, n in (loaded.skipped or {}).items()))
+        if check_resume and recipe.data.retrieval is None:  # changed data: refused before the model loads
+            check_resume_matches(out, to_dict(recipe), loaded.content_hash)
         labels = None
         if recipe.model.task == "classification":
             labels = label_names([loaded.train, loaded.validation], recipe.data.label_column,
@@ -81,7 +89,7 @@ def train(recipe: Recipe, resume: bool = False, overwrite: bool = False, log=pri
             blocks, stats = streamed_blocks(recipe, loaded, tokenizer)
         else:
             blocks, stats, hit = preprocess(recipe, loaded, tokenizer, labels)
-    if resume and not force:
+    if check_resume and recipe.data.retrieval is not None:  # the index's fingerprint is part of the data
         check_resume_matches(out, to_dict(recipe), loaded.content_hash)
     if resume and recipe.data.streaming:
         from hftoolkit.train.stream_state import restore_position  # heavy: transformers' callbacks

@@ -14,10 +14,8 @@ from pathlib import Path
 
 from transformers import TrainerCallback
 
-from hftoolkit.errors import UserError
+from hftoolkit.data.stream_position import STATE_FILE, read_position
 from hftoolkit.train import distributed
-
-STATE_FILE = "data-state-rank{rank}.json"
 
 
 class StreamPositions(TrainerCallback):
@@ -37,13 +35,4 @@ class StreamPositions(TrainerCallback):
 
 def restore_position(dataset, checkpoint: Path) -> None:
     """Put the stream where the checkpoint left it (its position, waiting tokens, shuffle buffer)."""
-    path = Path(checkpoint) / STATE_FILE.format(rank=dataset.rank)
-    if not path.is_file():
-        raise UserError(f"--resume: {checkpoint} holds no streamed data position for process {dataset.rank} "
-                        f"({path.name}); it was saved by a run that did not stream, or by fewer processes: resume "
-                        "with the recipe and process count it started with")
-    state = json.loads(path.read_text())
-    if state["world"] != dataset.world:
-        raise UserError(f"--resume: the stream was split among {state['world']} processes and this run has "
-                        f"{dataset.world}; resume with --nproc {state['world']}")
-    dataset.load_state_dict(state)
+    dataset.load_state_dict(read_position(checkpoint, dataset.rank, dataset.world))

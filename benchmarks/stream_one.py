@@ -39,7 +39,7 @@ def main() -> None:
     wall = time.perf_counter() - started
     metrics = json.loads((out / "metrics.json").read_text())
     run_folder = sum(p.stat().st_size for p in out.rglob("*") if p.is_file())
-    peak = max(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)
+    peak = max(resource.getrusage(who).ru_maxrss for who in (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN))
     print(json.dumps({
         "variant": variant, "steps": len(meter.steps), "precision": precision, "real_tokens": meter.tokens(),
         "before_first_step_seconds": round(meter.first_step_began - started, 1),

@@ -285,21 +285,32 @@ def test_password_from_pgpassword_or_pgpass(tmp_path, postgres):
     assert "not-it" not in refused.stderr
 
 
-def test_streamed_postgres_table_trains_like_the_streamed_file(tmp_path, postgres):
-    """data.streaming over PostgreSQL (a server-side cursor) reads the rows the file holds, in order: the same
-    blocks, so the same eval loss; the password appears in no output, log or saved stream position."""
+def test_streamed_postgres_table_trains_from_a_server_side_cursor(tmp_path, postgres):
+    """data.streaming over PostgreSQL reads the rows the file holds, in order (the same blocks as the streamed
+    file); a streamed run from it trains, and the password appears in no output, log or saved stream position."""
+    from transformers import AutoTokenizer
+
+    from hftoolkit.data.stream_blocks import StreamedBlocks
+    from hftoolkit.data.stream_splits import stream_source
+    from hftoolkit.models.registry import pull
+    from hftoolkit.recipe.schema import DataSection, SqlSource
+
     uri = postgres.create_database("cars_stream")
     done = run_cli("data", "import", BRAKES, "--to", uri, "--table", "brakes")
     assert done.returncode == 0, done.stderr[-2000:]
-    runs = {}
-    for name, train in (("files", BRAKES), ("db", {"uri": uri, "table": "brakes"})):
-        (tmp_path / name).mkdir()
-        recipe = tiny_recipe(tmp_path / name, data={"train": train, "streaming": True, "shuffle_buffer": 8},
-                             training={"max_steps": 6, "save_steps": 3}, output={"keep_training_state": True})
-        done = run_cli("train", recipe)
-        assert done.returncode == 0, done.stderr[-3000:]
-        assert PASSWORD not in done.stdout + done.stderr
-        runs[name] = json.loads((recipe.parent / "run" / "metrics.json").read_text())
-    assert runs["db"]["eval_loss"] == runs["files"]["eval_loss"]
-    assert runs["db"]["stream"]["documents"] == runs["files"]["stream"]["documents"] > 0
-    assert PASSWORD.encode() not in all_bytes(tmp_path / "db" / "run")  # data-state-rank0.json included
+    tokenizer = AutoTokenizer.from_pretrained(str(pull("smollm2-135m-instruct", log=lambda m: None)))
+    blocks = {}
+    for name, train in (("file", BRAKES), ("db", SqlSource(uri=uri, table="brakes"))):
+        stream = StreamedBlocks(stream_source(DataSection(train=train)), tokenizer, 64, True, 8, 0)
+        stream.limit = 40
+        blocks[name] = list(stream)
+    assert blocks["db"] == blocks["file"] and len(blocks["db"]) == 40
+    recipe = tiny_recipe(tmp_path, data={"train": {"uri": uri, "table": "brakes"}, "streaming": True},
+                         training={"max_steps": 6, "save_steps": 3}, output={"keep_training_state": True})
+    done = run_cli("train", recipe)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert PASSWORD not in done.stdout + done.stderr
+    metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    assert metrics["stream"]["documents"] > 0 and metrics["eval_loss"] < metrics["eval_loss_start"]
+    assert (tmp_path / "run" / "checkpoints" / "checkpoint-6" / "data-state-rank0.json").is_file()
+    assert PASSWORD.encode() not in all_bytes(tmp_path / "run")  # data-state-rank0.json included

@@ -46,14 +46,14 @@ class StreamedBlocks(torch.utils.data.IterableDataset):
 
     # -- state ------------------------------------------------------------------------------------
     def state_dict(self) -> dict:
-        return {"epoch": self.epoch, "position": dict(self.position), "waiting": self.waiting,
-                "ready": list(self.ready), "buffer": self.buffer, "epoch_done": self.epoch_done,
+        return {"epoch": self.epoch, "position": dict(self.position), "waiting": _copy_block(self.waiting),
+                "ready": list(self.ready), "buffer": list(self.buffer), "epoch_done": self.epoch_done,
                 "rng": _json_rng(self.rng.getstate()), "documents": self.documents, "blocks": self.blocks,
                 "rank": self.rank, "world": self.world}
 
     def load_state_dict(self, state: dict) -> None:
-        self.epoch, self.position, self.waiting = state["epoch"], dict(state["position"]), state["waiting"]
-        self.ready, self.buffer, self.epoch_done = deque(state["ready"]), state["buffer"], state["epoch_done"]
+        self.epoch, self.position, self.waiting = state["epoch"], dict(state["position"]), _copy_block(state["waiting"])
+        self.ready, self.buffer, self.epoch_done = deque(state["ready"]), list(state["buffer"]), state["epoch_done"]
         self.rng.setstate(_python_rng(state["rng"]))
         self.documents, self.blocks = state["documents"], state["blocks"]
         self._reader = None  # reopened at the saved position
@@ -123,6 +123,11 @@ class StreamedBlocks(torch.utils.data.IterableDataset):
     def _next_epoch(self) -> None:
         self.epoch += 1
         self.position, self.epoch_done, self._reader = dict(START), False, None
+
+
+def _copy_block(block: dict) -> dict:
+    """The waiting tokens grow in place; a state must not share their lists (cut blocks are never changed)."""
+    return {"ids": list(block["ids"]), "positions": list(block["positions"])}
 
 
 def _json_rng(state: tuple) -> list:

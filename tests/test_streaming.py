@@ -296,3 +296,49 @@ def test_streaming_recipe_errors_name_the_field(tmp_path):
     assert not (tmp_path / "run").exists()
     steps = load_recipe(str(recipe), ["training.max_steps=-1", "training.max_tokens=1537"])
     assert planned_steps(steps) == 4  # 8 blocks x 64 tokens a step: 1,537 tokens need a fourth step
+
+
+QA = Path(resolve_data_path("bundled://corpora/cars/qa/train.jsonl"))
+
+
+def test_streamed_qa_examples_equal_the_map_style_examples_and_resume_exactly(tmp_path, tokenizer):
+    """qa rows stream as one example each (not packed), encoded as the map-style path encodes them; a
+    restored state goes on with the same examples."""
+    from hftoolkit.data.chat_format import encode_chat_dataset, row_encoder
+
+    data = DataSection(train=str(QA), format="qa", system_prompt="Answer briefly.")
+    rows = load_split(str(QA), "data.train")
+    mapped = encode_chat_dataset(rows, tokenizer, data, 128)
+    encode = row_encoder(tokenizer, data, 128)
+
+    def qa_stream(seed=0, buffer=0):
+        return StreamedBlocks(stream_source(data), tokenizer, 128, True, buffer, seed, encode_row=encode)
+
+    streamed = take(qa_stream(), len(mapped))
+    assert streamed == [{k: row[k] for k in ("input_ids", "attention_mask", "labels")} for row in mapped]
+    assert all(-100 in example["labels"] and len(example["input_ids"]) <= 128 for example in streamed)
+    expected = take(qa_stream(seed=4, buffer=30), 2 * len(mapped) + 7)  # into the third epoch
+    first = qa_stream(seed=4, buffer=30)
+    before = take(first, len(mapped) + 3)
+    resumed = qa_stream(seed=8, buffer=30)
+    resumed.load_state_dict(json.loads(json.dumps(first.state_dict())))
+    assert before + take(resumed, len(mapped) + 4) == expected
+
+
+def test_a_streamed_qa_recipe_trains_and_holds_out_the_first_rows(tmp_path, tiny_chat_model):
+    recipe = tmp_path / "qa.yaml"
+    recipe.write_text(json.dumps({
+        "model": {"name": str(tiny_chat_model)},
+        "data": {"train": str(QA), "format": "qa", "streaming": True, "validation_documents": 12,
+                 "shuffle_buffer": 16},
+        "preprocess": {"block_size": 128},
+        "training": {"max_steps": 4, "batch_size": 4, "learning_rate": 3e-3, "eval_steps": 100, "save_steps": 100,
+                     "precision": "fp32"},
+        "output": {"dir": str(tmp_path / "run")}}))
+    done = run_cli("train", recipe)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "one training example (learned tokens in [[ ]])" in done.stdout + done.stderr
+    metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    assert metrics["preprocessing"]["validation"]["examples"] == 12
+    assert metrics["preprocessing"]["train"]["held_out_documents"] == 12
+    assert metrics["stream"]["blocks"] == 16 and metrics["eval_loss"] < metrics["eval_loss_start"]

@@ -57,6 +57,19 @@ def _render(tokenizer, messages: list[dict], generation_prompt: bool) -> list[in
     return tokenizer(text, add_special_tokens=False)["input_ids"]
 
 
+def row_encoder(tokenizer, data: DataSection, max_length: int):
+    """One row (qa columns, or a messages list or its JSON text) to one example, for a streamed split."""
+    import json
+
+    def encode(row: dict) -> dict:
+        messages = row.get(data.messages_column)
+        if data.format == "chat" and isinstance(messages, str):
+            row = {**row, data.messages_column: json.loads(messages)}
+        return encode_conversation(to_messages(row, data), tokenizer, max_length)
+
+    return encode
+
+
 def encode_chat_dataset(dataset, tokenizer, data: DataSection, max_length: int, num_proc: int = 1):
     if not tokenizer.chat_template:
         raise UserError(f"data.format: {data.format} needs a chat template, and this model's tokenizer "

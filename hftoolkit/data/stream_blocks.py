@@ -1,4 +1,5 @@
-"""Packed training blocks made on the fly from streamed documents, with a state to resume from.
+"""Packed training blocks made on the fly from streamed documents (or qa/chat examples from streamed rows), with
+a state to resume from.
 
 Documents are tokenized a few at a time and packed continuously: a block is cut as soon as block_size tokens
 wait, with per-document positions exactly as `data.pack` gives them; only the end of the corpus leaves a
@@ -15,10 +16,11 @@ from __future__ import annotations
 
 import random
 from collections import deque
+from typing import Callable
 
 import torch
 
-from hftoolkit.data.pack import packed_block
+from hftoolkit.data.pack import IGNORE_INDEX, packed_block
 from hftoolkit.data.stream_documents import START, DocumentSource, read_documents
 from hftoolkit.errors import UserError
 
@@ -27,8 +29,9 @@ DOCUMENTS_PER_BATCH = 64  # tokenized together: the fast tokenizer's batch call,
 
 class StreamedBlocks(torch.utils.data.IterableDataset):
     def __init__(self, source: DocumentSource, tokenizer, block_size: int, add_eos: bool, shuffle_buffer: int,
-                 seed: int, rank: int = 0, world: int = 1):
+                 seed: int, rank: int = 0, world: int = 1, encode_row: Callable[[dict], dict] | None = None):
         self.source, self.tokenizer, self.block_size = source, tokenizer, block_size
+        self.encode_row = encode_row  # qa/chat: one example per row, not packed
         self.eos = [tokenizer.eos_token_id] if add_eos and tokenizer.eos_token_id is not None else []
         self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
         self.buffer_size, self.rank, self.world = shuffle_buffer, rank, world
@@ -40,6 +43,7 @@ class StreamedBlocks(torch.utils.data.IterableDataset):
         self.epoch_done = False
         self.documents = self.blocks = 0  # consumed since the first step, over all runs
         self.documents_read = 0  # parsed by this process: a resumed run reads only what it trains on
+        self.without_answer = 0  # qa/chat rows whose answer was cut off entirely by block_size: not trained on
         self._reader = None
         self.limit: int | None = None  # blocks this process trains on in the whole run: a run resumed from its
         # last checkpoint then gets an empty stream and ends, instead of the Trainer starting another step
@@ -49,13 +53,14 @@ class StreamedBlocks(torch.utils.data.IterableDataset):
         return {"epoch": self.epoch, "position": dict(self.position), "waiting": _copy_block(self.waiting),
                 "ready": list(self.ready), "buffer": list(self.buffer), "epoch_done": self.epoch_done,
                 "rng": _json_rng(self.rng.getstate()), "documents": self.documents, "blocks": self.blocks,
-                "rank": self.rank, "world": self.world}
+                "rank": self.rank, "world": self.world, "without_answer": self.without_answer}
 
     def load_state_dict(self, state: dict) -> None:
         self.epoch, self.position, self.waiting = state["epoch"], dict(state["position"]), _copy_block(state["waiting"])
         self.ready, self.buffer, self.epoch_done = deque(state["ready"]), list(state["buffer"]), state["epoch_done"]
         self.rng.setstate(_python_rng(state["rng"]))
         self.documents, self.blocks = state["documents"], state["blocks"]
+        self.without_answer = state.get("without_answer", 0)
         self._reader = None  # reopened at the saved position
 
     # -- iteration --------------------------------------------------------------------------------
@@ -63,7 +68,8 @@ class StreamedBlocks(torch.utils.data.IterableDataset):
         while self.limit is None or self.blocks < self.limit:
             block = self._next_block()
             self.blocks += 1
-            yield packed_block(block["ids"], block["positions"], self.block_size, self.pad_id)
+            yield block if self.encode_row else packed_block(block["ids"], block["positions"], self.block_size,
+                                                             self.pad_id)
 
     def _next_block(self) -> dict:
         for _ in range(2):  # a second empty epoch: this process's share holds no documents at all
@@ -81,7 +87,9 @@ class StreamedBlocks(torch.utils.data.IterableDataset):
         """Cut blocks until one is ready; False once this epoch's documents are all drawn."""
         while not self.ready and not self.epoch_done:
             texts = self._read(DOCUMENTS_PER_BATCH)
-            if texts:
+            if texts and self.encode_row:
+                self._encode(texts)
+            elif texts:
                 self._pack(self.tokenizer(texts, add_special_tokens=False)["input_ids"])
             else:
                 self._flush()
@@ -99,6 +107,14 @@ class StreamedBlocks(torch.utils.data.IterableDataset):
         self.documents += len(texts)
         self.documents_read += len(texts)
         return texts
+
+    def _encode(self, rows: list[dict]) -> None:
+        for row in rows:
+            example = self.encode_row(row)
+            if all(label == IGNORE_INDEX for label in example["labels"]):
+                self.without_answer += 1  # the map-style path refuses such data up front; a stream cannot
+                continue
+            self.ready.append({k: example[k] for k in ("input_ids", "attention_mask", "labels")})
 
     def _pack(self, encoded: list[list[int]]) -> None:
         ids, positions = self.waiting["ids"], self.waiting["positions"]

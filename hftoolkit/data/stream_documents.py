@@ -36,10 +36,11 @@ class DocumentSource:
     text_documents: str = "paragraph"
     skip: int = 0  # documents at the start held out (the validation split when none is given)
     field_name: str = "data.train"
+    columns: tuple = ()  # qa/chat: whole rows, with text in each of these columns; empty: text_column's text
 
-    def documents(self, skip: int | None = None) -> Iterator[str]:
-        """Every training document once, in order (a from-scratch tokenizer learns from them); `skip=0` also
-        gives the held-out head."""
+    def documents(self, skip: int | None = None) -> Iterator:
+        """Every training document (or row) once, in order (a from-scratch tokenizer learns from them);
+        `skip=0` also gives the held-out head."""
         for text, _ in read_documents(self, dict(START), rank=0, world=1, skip=skip):
             yield text
 
@@ -55,9 +56,10 @@ def read_documents(source: DocumentSource, position: dict, rank: int = 0, world:
     for number in range(position["file"], len(units)):
         start = position if number == position["file"] else START
         rows = _sql_rows(source, start) if source.sql is not None else _file_documents(units[number], source, start)
-        for text, offset, row, carry in rows:
+        for record, offset, row, carry in rows:
             position.update(file=number, offset=offset, row=row, carry=carry)
-            if _is_blank(text):
+            text = _usable(record, source)
+            if text is None:
                 continue
             index = position["index"]
             position["index"] = index + 1
@@ -77,25 +79,35 @@ def check_streamable(source: DocumentSource) -> None:
                                     "(one object per line): convert it, e.g. jq -c '.[]' file.json > file.jsonl")
 
 
-def _is_blank(text) -> bool:
-    return not isinstance(text, str) or not text.strip()
+def _usable(record: dict, source: DocumentSource):
+    """The document (text_column's text) or the row (qa/chat), or None when a needed column is blank or null:
+    such rows are dropped, as `data.splits.drop_empty_rows` drops them."""
+    if not source.columns:
+        text = record.get(source.text_column)
+        return text if isinstance(text, str) and text.strip() else None
+    return None if any(_is_empty(record.get(column)) for column in source.columns) else record
+
+
+def _is_empty(value) -> bool:
+    return value is None or (isinstance(value, str) and not value.strip()) or value == []
 
 
 def _file_documents(path: Path, source: DocumentSource, start: dict):
     """(text, byte offset after it, row, carry) of one file from `start`."""
     kind = BUILDERS[data_suffix(path)]
     if kind == "parquet":
-        yield from _parquet_rows(path, source.text_column, start)
+        yield from _parquet_rows(path, list(source.columns) or [source.text_column], start)
     elif kind == "text" and source.text_documents == "file":
         if start["offset"] == 0:
             with open_binary(path) as handle:
-                yield _newlines(handle.read().decode("utf-8")), -1, 0, ""
+                yield {source.text_column: _newlines(handle.read().decode("utf-8"))}, -1, 0, ""
     elif kind == "text":
-        yield from _paragraphs(path, start)
+        for text, offset, row, carry in _paragraphs(path, start):
+            yield {source.text_column: text}, offset, row, carry
     elif kind == "csv":
-        yield from _csv_rows(path, source.text_column, start)
+        yield from _csv_rows(path, start)
     else:
-        yield from _json_lines(path, source.text_column, start, source.field_name)
+        yield from _json_lines(path, start, source.field_name)
 
 
 def _newlines(text: str) -> str:
@@ -126,7 +138,7 @@ def _paragraphs(path: Path, start: dict):
         yield buffer, offset, 0, ""
 
 
-def _json_lines(path: Path, column: str, start: dict, field_name: str):
+def _json_lines(path: Path, start: dict, field_name: str):
     for offset, line in _lines(path, start["offset"]):
         if not line.strip():
             continue
@@ -134,10 +146,10 @@ def _json_lines(path: Path, column: str, start: dict, field_name: str):
             record = json.loads(line)
         except ValueError as exc:
             raise UserError(f"{field_name}: '{path}' has a line that is not JSON ({exc}); fix that line") from None
-        yield (record.get(column) if isinstance(record, dict) else None), offset, 0, ""
+        yield (record if isinstance(record, dict) else {}), offset, 0, ""
 
 
-def _csv_rows(path: Path, column: str, start: dict):
+def _csv_rows(path: Path, start: dict):
     header_lines = _lines(path, 0)
     consumed = [0]
 
@@ -148,19 +160,17 @@ def _csv_rows(path: Path, column: str, start: dict):
 
     header = next(csv.reader(text_lines(header_lines)), [])
     header_lines.close()
-    if column not in header:
-        return
-    at = header.index(column)
     for row in csv.reader(text_lines(_lines(path, max(start["offset"], consumed[0])))):
-        yield (row[at] if len(row) > at else None), consumed[0], 0, ""
+        yield dict(zip(header, row)), consumed[0], 0, ""
 
 
-def _parquet_rows(path: Path, column: str, start: dict):
+def _parquet_rows(path: Path, columns: list[str], start: dict):
     import pyarrow.parquet as pq
 
     parquet = pq.ParquetFile(path)
+    present = [c for c in columns if c in parquet.schema_arrow.names]
     for group in range(start["offset"], parquet.num_row_groups):
-        values = parquet.read_row_group(group, columns=[column]).column(0).to_pylist()
+        values = parquet.read_row_group(group, columns=present).to_pylist()
         first = start["row"] if group == start["offset"] else 0
         for row in range(first, len(values)):
             done = row + 1 == len(values)
@@ -184,6 +194,6 @@ def _sql_rows(source: DocumentSource, start: dict):
                 offset = start["offset"]
                 for row in conn.execute(query).mappings():
                     offset += 1
-                    yield row.get(source.text_column), offset, 0, ""
+                    yield dict(row), offset, 0, ""
     finally:
         engine.dispose()

@@ -1,4 +1,5 @@
-"""`data.streaming: true`: the training split as a stream of documents, validation loaded as usual.
+"""`data.streaming: true`: the training split as a stream of documents (text) or rows (qa/chat), validation
+loaded as usual.
 
 Validation stays map-style (it is small and evaluated whole): `data.validation`, or else the first
 `data.validation_documents` documents of the stream, which training then skips. The corpus is fingerprinted
@@ -11,7 +12,7 @@ import hashlib
 import os
 
 from hftoolkit.data.sources import describe, expand_files, load_split, require_columns
-from hftoolkit.data.splits import LoadedData, drop_empty_rows
+from hftoolkit.data.splits import LoadedData, check_messages, decode_messages, drop_empty_rows, required_columns
 from hftoolkit.data.stream_documents import DocumentSource
 from hftoolkit.db.uri import redact
 from hftoolkit.errors import UserError
@@ -19,14 +20,15 @@ from hftoolkit.recipe.schema import DataSection
 
 
 def stream_source(data: DataSection) -> DocumentSource:
+    columns = tuple(column for _, column in required_columns(data)) if data.format != "text" else ()
     if not isinstance(data.train, str):
-        return DocumentSource(sql=data.train, text_column=data.text_column, field_name="data.train")
+        return DocumentSource(sql=data.train, text_column=data.text_column, field_name="data.train", columns=columns)
     files = expand_files(data.train, "data.train")
     if files is None:
         raise UserError(f"data.streaming: '{data.train}' is not a local file; streaming reads local files or a "
                         "database table (download the dataset, or set data.streaming: false)")
     return DocumentSource(files=files, text_column=data.text_column, text_documents=data.text_documents,
-                          field_name="data.train")
+                          field_name="data.train", columns=columns)
 
 
 def load_streamed(data: DataSection) -> LoadedData:
@@ -34,11 +36,13 @@ def load_streamed(data: DataSection) -> LoadedData:
     from datasets import Dataset
 
     source = stream_source(data)
-    columns = [("data.text_column", data.text_column)]
+    columns = required_columns(data)
     if data.validation:
         validation = load_split(data.validation, "data.validation", data.text_documents)
         require_columns(validation.column_names, columns, data.validation)
-        validation, _ = drop_empty_rows(validation, columns, "data.validation", data.validation)
+        validation, _ = drop_empty_rows(decode_messages(validation, data), columns, "data.validation",
+                                        data.validation)
+        check_messages(validation, data, "data.validation", data.validation)
         hashes = [stream_fingerprint(data.train, source), stream_fingerprint(data.validation, None)]
     else:
         head = []
@@ -50,7 +54,9 @@ def load_streamed(data: DataSection) -> LoadedData:
             raise UserError(f"data.validation_documents: {data.validation_documents}, but '{describe(data.train)}' "
                             f"has only {len(head)} documents; lower it or set data.validation")
         source.skip = len(head)
-        validation = Dataset.from_dict({data.text_column: head})
+        validation = Dataset.from_list(head) if source.columns else Dataset.from_dict({data.text_column: head})
+        validation = decode_messages(validation, data)
+        check_messages(validation, data, "data.train", data.train)
         hashes = [stream_fingerprint(data.train, source), f"head{len(head)}"]
     return LoadedData(source, validation, "-".join(hashes))
 

@@ -108,12 +108,12 @@ class DataSection:
     extra_text: Optional[Union[str, SqlSource]] = knob(None, "qa/chat only: a plain-text corpus trained on alongside the examples "
                                            "(packed, full loss), so the model learns the documents too")
     max_train_samples: Optional[int] = knob(None, "debug: keep only the first N training documents")
-    streaming: bool = knob(False, "format text: read, tokenize and pack the training documents on the fly (local "
-                                  "files, .gz/.zst too, or a database) instead of preparing them all first; for "
-                                  "corpora too large for memory or disk twice. Needs training.max_steps or "
-                                  "max_tokens; resumes where it stopped")
-    shuffle_buffer: int = knob(1000, "streaming: blocks held and drawn at random, so neighbouring documents do not "
-                                     "train together (0: corpus order)")
+    streaming: bool = knob(False, "text, qa or chat: read and tokenize the training data on the fly (local files, "
+                                  ".gz/.zst too, or a database) instead of preparing it all first; for corpora too "
+                                  "large for memory or disk twice. Needs training.max_steps or max_tokens; resumes "
+                                  "where it stopped")
+    shuffle_buffer: int = knob(1000, "streaming: blocks (qa/chat: examples) held and drawn at random, so "
+                                     "neighbouring documents do not train together (0: corpus order)")
     validation_documents: int = knob(200, "streaming without data.validation: the first N documents are held out "
                                           "for validation (training skips them)")
     retrieval: Optional[Retrieval] = knob(None, "qa only: put retrieved corpus passages into each question "

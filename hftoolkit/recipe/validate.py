@@ -82,13 +82,17 @@ def check_streaming(recipe: Recipe) -> None:
     if training.max_steps <= 0 and training.max_tokens is None:
         raise UserError("data.streaming: a streamed corpus has no known length; set training.max_steps or "
                         "training.max_tokens")
-    if data.format != "text" or recipe.model.task != "causal_lm" or training.method != "sft":
-        raise UserError(f"data.streaming: streams plain text for causal_lm fine-tuning (data.format: text, "
-                        f"training.method: sft); this recipe has data.format: {data.format}, model.task: "
-                        f"{recipe.model.task}: set data.streaming: false")
+    if data.format not in ("text", "qa", "chat") or recipe.model.task != "causal_lm" or training.method != "sft":
+        raise UserError(f"data.streaming: streams text, qa or chat data for causal_lm fine-tuning (training.method: "
+                        f"sft); this recipe has data.format: {data.format}, model.task: {recipe.model.task}: set "
+                        "data.streaming: false")
+    if data.retrieval is not None or data.extra_text:
+        raise UserError(f"data.{'retrieval' if data.retrieval is not None else 'extra_text'}: not with "
+                        "data.streaming (retrieved passages and extra text are prepared for the whole set); set "
+                        "data.streaming: false")
     if data.max_train_samples is not None:
         raise UserError("data.max_train_samples: not with data.streaming (the run stops at training.max_steps)")
-    if not recipe.preprocess.packing:
+    if data.format == "text" and not recipe.preprocess.packing:
         raise UserError("preprocess.packing: false is not streamed; streaming packs blocks (set packing: true)")
     if not data.validation and data.validation_documents <= 0:
         raise UserError(f"data.validation_documents: {data.validation_documents} must be greater than 0 (or set "

@@ -16,7 +16,7 @@ from hftoolkit.checkpoint.output_dir import (
     last_trainer_checkpoint,
 )
 from hftoolkit.checkpoint.publish import push_checkpoint
-from hftoolkit.data.chat_format import show_loss_mask
+from hftoolkit.data.chat_format import chat_stats, encode_chat_dataset, row_encoder, show_loss_mask
 from hftoolkit.data.labels import inverse_frequency_weights, label_names
 from hftoolkit.data.pack import block_stats, pack_dataset, tokenize_documents
 from hftoolkit.data.preprocess import preprocess
@@ -105,7 +105,8 @@ def train(recipe: Recipe, resume: bool = False, overwrite: bool = False, log=pri
     for split, numbers in stats.items():
         log(f"  {split}: " + ", ".join(f"{k}={v}" for k, v in numbers.items()))
     if recipe.model.task == "causal_lm" and recipe.data.format != "text":
-        example = next(row for row in blocks["train"] if -100 in row["labels"][:8])  # a chat example, not text
+        shown = blocks["validation"] if recipe.data.streaming else blocks["train"]  # a stream is read once
+        example = next(row for row in shown if -100 in row["labels"][:8])  # a chat example, not text
         log("one training example (learned tokens in [[ ]]):\n" + show_loss_mask(example, tokenizer))
 
     if distributed.is_main():
@@ -163,18 +164,26 @@ def streamed_blocks(recipe: Recipe, loaded, tokenizer) -> tuple[dict, dict]:
     """The training stream (nothing read yet) and the packed validation blocks, with their stats."""
     from hftoolkit.data.stream_blocks import StreamedBlocks  # heavy: torch, once the recipe passed its checks
 
-    prep = recipe.preprocess
-    tokens = tokenize_documents(loaded.validation, tokenizer, recipe.data.text_column, prep.add_eos)
-    validation = pack_dataset(tokens, prep.block_size, tokenizer.pad_token_id, packing=True)
-    train = StreamedBlocks(loaded.train, tokenizer, prep.block_size, prep.add_eos, recipe.data.shuffle_buffer,
-                           recipe.training.seed, distributed.rank(), distributed.world_size())
+    prep, data = recipe.preprocess, recipe.data
+    encode_row = None
+    if data.format == "text":
+        tokens = tokenize_documents(loaded.validation, tokenizer, data.text_column, prep.add_eos)
+        validation = pack_dataset(tokens, prep.block_size, tokenizer.pad_token_id, packing=True)
+        validation_stats = block_stats(len(loaded.validation), validation)
+    else:  # qa/chat: one example per row, padded per batch as the map-style path does
+        validation = encode_chat_dataset(loaded.validation, tokenizer, data, prep.block_size)
+        validation_stats = chat_stats(validation)
+        validation = validation.remove_columns("truncated")
+        encode_row = row_encoder(tokenizer, data, prep.block_size)
+    train = StreamedBlocks(loaded.train, tokenizer, prep.block_size, prep.add_eos, data.shuffle_buffer,
+                           recipe.training.seed, distributed.rank(), distributed.world_size(), encode_row)
     training = recipe.training
     train.limit = planned_steps(recipe) * training.gradient_accumulation * training.batch_size // train.world
     source = loaded.train
     where = {"files": len(source.files)} if source.sql is None else {"database": describe_source(source.sql)}
     stats = {"train": {"streamed": True, **where, "held_out_documents": source.skip,
                        "shuffle_buffer_blocks": recipe.data.shuffle_buffer},
-             "validation": block_stats(len(loaded.validation), validation)}
+             "validation": validation_stats}
     return {"train": train, "validation": validation}, stats
 
 

@@ -81,7 +81,7 @@ def drop_empty_rows(split, columns: list[tuple[str, str]], field: str, spec):
         return split, 0  # preference/rated rows: a blank answer is a mistake to name (data.preference_rows)
 
     def usable(row) -> bool:
-        return not any(_is_empty(row[c]) for c in names)
+        return not any(is_empty(row[c]) for c in names)
 
     before = len(split)
     kept = split.filter(usable, desc="dropping empty rows") if before else split
@@ -115,7 +115,7 @@ def check_messages(split, data: DataSection, field: str, spec) -> None:
                             "assistant turn")
 
 
-def _is_empty(value) -> bool:
+def is_empty(value) -> bool:
     return value is None or (isinstance(value, str) and not value.strip()) or value == []
 
 

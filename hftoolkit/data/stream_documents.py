@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Iterator
 
 from hftoolkit.data.compressed import BUILDERS, data_suffix, open_binary, skip_bytes
+from hftoolkit.data.splits import is_empty
 from hftoolkit.db.source import ROWS_PER_BATCH, check_source, select_sql
 from hftoolkit.db.uri import database_errors, open_engine
 from hftoolkit.errors import UserError
@@ -85,11 +86,7 @@ def _usable(record: dict, source: DocumentSource):
     if not source.columns:
         text = record.get(source.text_column)
         return text if isinstance(text, str) and text.strip() else None
-    return None if any(_is_empty(record.get(column)) for column in source.columns) else record
-
-
-def _is_empty(value) -> bool:
-    return value is None or (isinstance(value, str) and not value.strip()) or value == []
+    return None if any(is_empty(record.get(column)) for column in source.columns) else record
 
 
 def _file_documents(path: Path, source: DocumentSource, start: dict):

@@ -61,8 +61,9 @@ def train(recipe: Recipe, resume: bool = False, overwrite: bool = False, log=pri
     check_resume = resume and not force
     if check_resume:  # a changed recipe or process count is refused before anything loads
         check_resume_matches(out, to_dict(recipe), None)
+    saved_stream = None
     if resume and recipe.data.streaming:
-        read_position(last_trainer_checkpoint(out), distributed.rank(), distributed.world_size())
+        saved_stream = read_position(last_trainer_checkpoint(out), distributed.rank(), distributed.world_size())
     started = time.time()
 
     with distributed.main_first():  # rank 0 fills the caches (data, model, index, tokens); the others reuse them
@@ -91,10 +92,8 @@ def train(recipe: Recipe, resume: bool = False, overwrite: bool = False, log=pri
             blocks, stats, hit = preprocess(recipe, loaded, tokenizer, labels)
     if check_resume and recipe.data.retrieval is not None:  # the index's fingerprint is part of the data
         check_resume_matches(out, to_dict(recipe), loaded.content_hash)
-    if resume and recipe.data.streaming:
-        from hftoolkit.train.stream_state import restore_position  # heavy: transformers' callbacks
-
-        restore_position(blocks["train"], last_trainer_checkpoint(out))
+    if saved_stream is not None:
+        blocks["train"].load_state_dict(saved_stream)  # its position, waiting tokens and shuffle buffer
         log(f"data: the stream goes on from its checkpoint (document {blocks['train'].documents}, "
             f"epoch {blocks['train'].epoch}), nothing read again")
     if recipe.data.streaming:

@@ -3,7 +3,7 @@
 Each process writes its own `data-state-rank{N}.json` into the checkpoint folder, then all wait for each other
 before `SafeCheckpoints` marks the folder complete: a complete checkpoint always holds every rank's position.
 The Trainer's own resume would skip the consumed batches by reading them again (`ignore_data_skip` turns that
-off for streamed runs); the state restores the stream instead.
+off for streamed runs); `train.run` restores the stream from the state instead (`data.stream_position`).
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from pathlib import Path
 
 from transformers import TrainerCallback
 
-from hftoolkit.data.stream_position import STATE_FILE, read_position
+from hftoolkit.data.stream_position import STATE_FILE
 from hftoolkit.train import distributed
 
 
@@ -31,8 +31,3 @@ class StreamPositions(TrainerCallback):
         os.replace(staging, target)
         distributed.wait_for_everyone()
         return control
-
-
-def restore_position(dataset, checkpoint: Path) -> None:
-    """Put the stream where the checkpoint left it (its position, waiting tokens, shuffle buffer)."""
-    dataset.load_state_dict(read_position(checkpoint, dataset.rank, dataset.world))

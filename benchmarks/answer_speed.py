@@ -1,6 +1,10 @@
 """Answers at batch 1, as `generate --chat` and `ask` produce them: greedy tokens/s with each speed-up, the
 token ids compared with plain greedy decoding, and the memory-bandwidth limit of this machine.
 
+Each precision runs twice: with transformers' own layers (hftoolkit before) and with hftoolkit's generation
+layers (`Generator.speed_up`: bf16 linears packed for oneDNN and row-consistent attention; fp32 generation
+keeps transformers' layers, and its second run measures the row attention alone).
+
     python -m benchmarks.answer_speed CHECKPOINT [--questions 24] [--out FILE.json]
 
 Questions are the held-out car questions with the passages the checkpoint's own retrieval puts in the prompt
@@ -20,7 +24,8 @@ from pathlib import Path
 
 from benchmarks.machine import cpu_line
 from hftoolkit.generate.api import TextGenerator
-from hftoolkit.generate.engine import GenerationSettings
+from hftoolkit.generate.engine import GenerationSettings, Generator
+from hftoolkit.generate.row_attention import use_row_attention
 from hftoolkit.train.precision import cpu_has_bf16_instructions
 
 HELDOUT = Path(__file__).resolve().parent.parent / "hftoolkit/corpora/cars/qa/heldout.jsonl"
@@ -55,7 +60,7 @@ def answer_all(gen: TextGenerator, texts: list[str], settings: GenerationSetting
         inputs = generator._encode([text], settings.max_new_tokens, log=lambda m: None)
         started = time.perf_counter()
         with torch.inference_mode():
-            out = generator.model.generate(**inputs, **kwargs)
+            out = generator.run_generate(inputs, kwargs)
         elapsed = time.perf_counter() - started
         if i:
             new = [int(t) for t in out[0, inputs["input_ids"].shape[1]:]]
@@ -72,27 +77,35 @@ def benchmark(checkpoint: str, questions: int = 24, log=print) -> dict:
     bandwidth = copy_bandwidth_gb_s()
     results = {"cpu": cpu_line(), "checkpoint": checkpoint, "questions": len(rows),
                "copy_bandwidth_gb_s": round(bandwidth, 1), "variants": {}}
+    reference = None  # fp32 greedy with transformers' own layers: the answers hftoolkit gave before
     for precision in ("fp32", "bf16") if cpu_has_bf16_instructions() else ("fp32",):
         gen = TextGenerator(checkpoint, cache="off", log=lambda m: None, precision=precision)
         texts = [text for text, _ in gen.prepare([r["question"] for r in rows], True, settings.max_new_tokens)]
-        limit = bandwidth * 1e9 / weight_bytes(gen.generator.model)
-        plain = answer_all(gen, texts, settings, {})
-        variants = {f"{precision} greedy": plain}
-        for n in LOOKUPS:
-            variants[f"{precision} prompt lookup {n}"] = answer_all(gen, texts, settings,
-                                                                    {"prompt_lookup_num_tokens": n})
+        variants = {}
+        for layers in ("transformers' layers", "hftoolkit's layers"):
+            gen._generator = Generator.load(checkpoint, precision, speed_up=layers.startswith("hftoolkit"))
+            if not layers.startswith("hftoolkit"):  # packed weights are buffers: count the plain parameters
+                limit = bandwidth * 1e9 / weight_bytes(gen.generator.model)
+            if precision == "fp32" and layers.startswith("hftoolkit"):
+                use_row_attention(gen._generator.model)  # measured only: fp32 generation keeps sdpa
+            plain = answer_all(gen, texts, settings, {})
+            reference = reference or plain
+            found = {f"{precision} greedy, {layers}": plain}
+            for n in LOOKUPS:
+                found[f"{precision} prompt lookup {n}, {layers}"] = answer_all(gen, texts, settings,
+                                                                                {"prompt_lookup_num_tokens": n})
+            for run in found.values():
+                run["answers_with_other_ids_than_plain_greedy"] = sum(a != b for a, b in zip(run["ids"], plain["ids"]))
+            variants.update(found)
         for name, run in variants.items():
-            run["identical_ids"] = run["ids"] == plain["ids"]
-            run["answers_with_other_ids"] = sum(a != b for a, b in zip(run["ids"], plain["ids"]))
-            run["speedup"] = round(run["tokens_per_second"] / plain["tokens_per_second"], 2)
+            run["answers_with_other_ids_than_fp32_before"] = sum(a != b for a, b in zip(run["ids"], reference["ids"]))
+            run["speedup_over_fp32_before"] = round(run["tokens_per_second"] / reference["tokens_per_second"], 2)
             run["bandwidth_limit_tokens_per_second"] = round(limit, 1)
-            log(f"{name:28s} {run['tokens_per_second']:7.2f} tok/s  x{run['speedup']:.2f}  median "
-                f"{run['median_latency_s']:.2f} s  answers with other ids: {run['answers_with_other_ids']}  limit "
-                f"{limit:.1f} tok/s")
+            log(f"{name:48s} {run['tokens_per_second']:6.2f} tok/s  x{run['speedup_over_fp32_before']:.2f}  median "
+                f"{run['median_latency_s']:.3f} s  other ids than plain greedy: "
+                f"{run['answers_with_other_ids_than_plain_greedy']}, than fp32 before: "
+                f"{run['answers_with_other_ids_than_fp32_before']}  limit {limit:.1f} tok/s")
             results["variants"][name] = {k: v for k, v in run.items() if k != "ids"}
-    base = results["variants"]["fp32 greedy"]["tokens_per_second"]
-    for run in results["variants"].values():
-        run["speedup_over_fp32_greedy"] = round(run["tokens_per_second"] / base, 2)
     return results
 
 

@@ -147,6 +147,7 @@ def test_prompt_lookup_gives_plain_greedy_ids_in_fewer_forward_passes(smollm2, b
     exactly plain greedy's token ids and answers, in fewer forward passes (answers copy the passages)."""
     from hftoolkit.generate.api import TextGenerator
     from hftoolkit.generate.engine import GenerationSettings
+    from hftoolkit.generate.packed_linear import PackedLinear, can_pack
 
     questions = ["How often should brake fluid be replaced?", "What is the minimum legal tread depth?",
                  "What does ABS do when the brakes are applied hard?"]
@@ -175,6 +176,19 @@ def test_prompt_lookup_gives_plain_greedy_ids_in_fewer_forward_passes(smollm2, b
     assert plain_passes == sum(tokens for _, tokens in plain)  # plain greedy: one pass per token
     assert lookup_passes < 0.8 * plain_passes, (lookup_passes, plain_passes)
     print(f"forward passes: {plain_passes} plain, {lookup_passes} with prompt lookup")
-    engine.model.to(torch.bfloat16)  # bf16 checks rounded differently from one token at a time: plain greedy
-    assert "prompt_lookup_num_tokens" not in engine._with_prompt_lookup(engine._generate_kwargs(settings), 1)
     assert engine._with_prompt_lookup(engine._generate_kwargs(settings), 2) == engine._generate_kwargs(settings)
+
+    # bf16: with packed linears and row-consistent attention the checks keep plain bf16 greedy's ids too
+    gen = TextGenerator(str(smollm2), cache="off", context=str(brakes_tyres_index), log=lambda m: None,
+                        precision="bf16")
+    engine = gen.generator
+    lookup = "prompt_lookup_num_tokens" in engine._with_prompt_lookup(engine._generate_kwargs(settings), 1)
+    if not can_pack(engine.model):  # a CPU without AMX: bf16 decodes plainly, without prompt lookup
+        assert not lookup and not engine.rows_consistent
+        return
+    assert lookup and isinstance(engine.model.lm_head, PackedLinear)
+    engine.model.register_forward_hook(lambda *args: forwards.append(1))
+    bf16_plain, bf16_plain_ids, bf16_plain_passes = answer(0)
+    bf16_lookup, bf16_lookup_ids, bf16_lookup_passes = answer(5)
+    assert bf16_lookup == bf16_plain and bf16_lookup_ids == bf16_plain_ids
+    assert bf16_lookup_passes < 0.8 * bf16_plain_passes, (bf16_lookup_passes, bf16_plain_passes)

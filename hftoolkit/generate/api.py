@@ -198,7 +198,7 @@ class TextGenerator:
         if settings.seed is not None:
             torch.manual_seed(settings.seed)
         with torch.inference_mode():
-            gen.model.generate(**inputs, streamer=streamer, **kwargs)
+            gen.run_generate(inputs, kwargs, streamer=streamer)
         elapsed = round((time.perf_counter() - started) / len(texts), 4)
         return [Completion(text, streamer.text(row), streamer.tokens(row), elapsed) for row, text in enumerate(texts)]
 
@@ -244,8 +244,8 @@ class TextGenerator:
         def run():
             try:
                 with torch.inference_mode():
-                    gen.model.generate(**inputs, streamer=streamer,
-                                       **gen._with_prompt_lookup(gen._generate_kwargs(settings), 1))
+                    gen.run_generate(inputs, gen._with_prompt_lookup(gen._generate_kwargs(settings), 1),
+                                     streamer=streamer)
             except BaseException as exc:  # surfaced in the caller's thread below
                 errors.append(exc)
                 streamer.end()

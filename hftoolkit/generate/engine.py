@@ -82,6 +82,7 @@ class Generator:
     """A loaded checkpoint ready to generate. Construct with `Generator.load(path)`."""
 
     prompt_lookup_tokens = defaults.PROMPT_LOOKUP_TOKENS  # 0: plain greedy decoding for one answer too
+    rows_consistent = False  # set by speed_up() in bf16: a row is rounded alike in passes of one or several rows
 
     def __init__(self, model, tokenizer, path: str):
         self.model, self.tokenizer, self.path = model, tokenizer, path
@@ -90,8 +91,9 @@ class Generator:
             self.tokenizer.pad_token = self.tokenizer.eos_token
 
     @classmethod
-    def load(cls, path: str, precision: str = "fp32") -> "Generator":
-        """`precision`: fp32, or bf16 (weights and activations; half the memory traffic per generated token)."""
+    def load(cls, path: str, precision: str = "fp32", speed_up: bool = True) -> "Generator":
+        """`precision`: fp32, or bf16 (weights and activations; half the memory traffic per generated token).
+        `speed_up=False` keeps transformers' own layers (benchmarks compare the two)."""
         import torch
 
         check_checkpoint(path)
@@ -100,7 +102,22 @@ class Generator:
         tokenizer = open_tokenizer(path)
         model = open_model(path, "AutoModelForCausalLM", dtype=getattr(torch, PRECISIONS[precision]))
         model.eval()
-        return cls(model, tokenizer, str(path))
+        engine = cls(model, tokenizer, str(path))
+        if speed_up:
+            engine.speed_up()
+        return engine
+
+    def speed_up(self) -> None:
+        """bf16 on a CPU with AMX: linear layers packed for oneDNN (faster decoding) and, for one greedy answer,
+        attention that rounds a token's row alike in every pass (Llama-type models), so prompt-lookup checks keep
+        plain greedy's ids; batches, beams and sampling keep sdpa, which is faster. fp32 keeps transformers'
+        layers: its checks already keep the ids, and the row attention measured slower there
+        (benchmarks/answer_speed.py)."""
+        from hftoolkit.generate.packed_linear import can_pack, pack_linears  # heavy: torch
+        from hftoolkit.generate.row_attention import NAME, use_row_attention  # heavy: transformers' attention registry
+
+        if can_pack(self.model) and use_row_attention(self.model):
+            self.rows_consistent, self.row_attention = pack_linears(self.model) > 0, NAME
 
     @property
     def context_length(self) -> int:
@@ -149,8 +166,7 @@ class Generator:
             torch.manual_seed(settings.seed)
         kwargs = self._with_prompt_lookup(self._generate_kwargs(settings), len(texts))
         with torch.inference_mode():
-            cache = self._prompt_cache_for_beams(inputs, kwargs.get("num_beams"))
-            output = self.model.generate(**inputs, **kwargs, **({"cache": cache} if cache is not None else {}))
+            output = self.run_generate(inputs, kwargs)
         new_tokens = output[:, inputs["input_ids"].shape[1]:]
         elapsed = (time.perf_counter() - started) / len(texts)
         completions = []
@@ -163,17 +179,28 @@ class Generator:
     def _with_prompt_lookup(self, kwargs: dict, rows: int) -> dict:
         """Prompt-lookup decoding for one greedy answer: the tokens that followed the latest n-gram where it
         occurs in the prompt (answers copy the retrieved passages) are proposed, and one forward pass checks
-        them all; in fp32, greedy verification keeps exactly plain greedy's ids (tested). bf16 weights decode
-        as before: checking several tokens in one pass rounds differently and changed some answers' ids
-        (benchmarks/answer_speed.py). transformers runs it for one row only; batches, beams, sampling and stop
-        strings decode as before too."""
+        them all; greedy verification keeps exactly plain greedy's ids (tested). In bf16 that holds only with
+        row-consistent attention (`speed_up`): torch's fused kernel rounds a pass of several tokens differently
+        from one token at a time and changed some answers' ids (benchmarks/answer_speed.py), so other bf16
+        models decode plainly. transformers runs it for one row only; batches, beams, sampling and stop strings
+        decode as before too."""
         beams = kwargs.get("num_beams") or self.model.generation_config.num_beams or 1
+        exact = str(self.model.dtype) == "torch.float32" or self.rows_consistent
         if not self.prompt_lookup_tokens or rows != 1 or kwargs.get("do_sample") or beams > 1 \
-                or "stop_strings" in kwargs or str(self.model.dtype) != "torch.float32":
+                or "stop_strings" in kwargs or not exact:
             return kwargs
         return {**kwargs, "prompt_lookup_num_tokens": self.prompt_lookup_tokens}
 
-    def _prompt_cache_for_beams(self, inputs, num_beams: int | None):
+    def run_generate(self, inputs, kwargs: dict, **extra):
+        """`model.generate` for encoded prompts (inside inference mode); beam search starts from one prompt pass."""
+        if self.rows_consistent:  # one greedy answer, with prompt lookup or without: the same rounding
+            beams = kwargs.get("num_beams") or self.model.generation_config.num_beams or 1
+            one_greedy = inputs["input_ids"].shape[0] == 1 and not kwargs.get("do_sample") and beams == 1
+            self.model.set_attn_implementation(self.row_attention if one_greedy else "sdpa")
+        cache = self._prompt_cache(inputs, kwargs.get("num_beams"))
+        return self.model.generate(**inputs, **kwargs, **extra, **({"cache": cache} if cache is not None else {}))
+
+    def _prompt_cache(self, inputs, num_beams: int | None):
         """The prompts' key/value cache, computed once and copied for each beam, or None.
 
         generate() copies every prompt num_beams times before its first forward pass, so beam search

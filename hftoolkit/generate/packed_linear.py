@@ -1,10 +1,10 @@
 """bf16 linear layers for generation on a CPU, with each weight laid out once for oneDNN.
 
 A decode step at batch 1 multiplies one row by every weight matrix, so it is bound by how fast the weights are
-read. torch's plain bf16 path for a single row read them at about half the rate oneDNN's kernel reads a weight
-reordered in advance (`benchmarks/answer_speed.py` measures both), and it uses another kernel for one row than
-for several, which is why prompt-lookup checks changed some bf16 answers. The packed layer uses one kernel
-whatever the number of rows. The layers compute what `nn.Linear` computes; only inference uses them.
+read; oneDNN's bf16 kernel on a weight reordered in advance reads them faster than torch's plain bf16 path for a
+single row. How oneDNN splits a long pass between threads depends on the pass's length, so a prompt's rows would
+round differently with or without the first prompt-lookup proposals after them: long passes run in fixed tiles
+of rows. The layers compute what `nn.Linear` computes; only inference uses them (`Generator.speed_up`).
 """
 
 from __future__ import annotations
@@ -12,8 +12,7 @@ from __future__ import annotations
 import torch
 
 FEW_ROWS = 16  # passes up to this many rows (decode steps, prompt-lookup checks) run as they are
-ROW_TILE = 64  # longer passes (prompts) go in tiles of this many rows: how oneDNN splits a pass between threads
-# depends on its length, so a row is rounded alike only in a tile of the same size
+ROW_TILE = 64  # longer passes (prompts) go in tiles of this many rows, the last one padded
 
 
 class PackedLinear(torch.nn.Module):

@@ -184,18 +184,21 @@ class Generator:
         from one token at a time and changed some answers' ids (benchmarks/answer_speed.py), so other bf16
         models decode plainly. transformers runs it for one row only; batches, beams, sampling and stop strings
         decode as before too."""
-        beams = kwargs.get("num_beams") or self.model.generation_config.num_beams or 1
         exact = str(self.model.dtype) == "torch.float32" or self.rows_consistent
-        if not self.prompt_lookup_tokens or rows != 1 or kwargs.get("do_sample") or beams > 1 \
+        if not self.prompt_lookup_tokens or not self._one_greedy_answer(kwargs, rows) \
                 or "stop_strings" in kwargs or not exact:
             return kwargs
         return {**kwargs, "prompt_lookup_num_tokens": self.prompt_lookup_tokens}
 
+    def _one_greedy_answer(self, kwargs: dict, rows: int) -> bool:
+        """One prompt, no sampling, no beams (the checkpoint's num_beams when the call names none)."""
+        beams = kwargs.get("num_beams") or self.model.generation_config.num_beams or 1
+        return rows == 1 and not kwargs.get("do_sample") and beams == 1
+
     def run_generate(self, inputs, kwargs: dict, **extra):
         """`model.generate` for encoded prompts (inside inference mode); beam search starts from one prompt pass."""
         if self.rows_consistent:  # one greedy answer, with prompt lookup or without: the same rounding
-            beams = kwargs.get("num_beams") or self.model.generation_config.num_beams or 1
-            one_greedy = inputs["input_ids"].shape[0] == 1 and not kwargs.get("do_sample") and beams == 1
+            one_greedy = self._one_greedy_answer(kwargs, inputs["input_ids"].shape[0])
             self.model.set_attn_implementation(self.row_attention if one_greedy else "sdpa")
         cache = self._prompt_cache(inputs, kwargs.get("num_beams"))
         return self.model.generate(**inputs, **kwargs, **extra, **({"cache": cache} if cache is not None else {}))

@@ -165,7 +165,7 @@ def test_prompt_lookup_gives_plain_greedy_ids_in_fewer_forward_passes(smollm2, b
         for text, _ in gen.prepare(questions, True, settings.max_new_tokens):
             inputs = engine._encode([text], settings.max_new_tokens, log=lambda m: None)
             with torch.inference_mode():
-                out = engine.model.generate(**inputs, **engine._with_prompt_lookup(engine._generate_kwargs(settings), 1))
+                out = engine.run_generate(inputs, engine._with_prompt_lookup(engine._generate_kwargs(settings), 1))
             ids.append(out[0, inputs["input_ids"].shape[1]:].tolist())
         return [(c.completion, c.tokens) for c in done], ids, passes
 
@@ -183,7 +183,7 @@ def test_prompt_lookup_gives_plain_greedy_ids_in_fewer_forward_passes(smollm2, b
                         precision="bf16")
     engine = gen.generator
     lookup = "prompt_lookup_num_tokens" in engine._with_prompt_lookup(engine._generate_kwargs(settings), 1)
-    if not can_pack(engine.model):  # a CPU without AMX: bf16 decodes plainly, without prompt lookup
+    if not can_pack(engine.model):  # a CPU without bf16 instructions: bf16 decodes plainly, without lookup
         assert not lookup and not engine.rows_consistent
         return
     assert lookup and isinstance(engine.model.lm_head, PackedLinear)

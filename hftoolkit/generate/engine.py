@@ -78,6 +78,25 @@ class Completion:
 PRECISIONS = {"fp32": "float32", "bf16": "bfloat16"}
 
 
+def past_the_cache(cached: int):
+    """A forward pre-hook that drops the `cached` tokens a given cache already holds from a pass that starts over.
+
+    transformers' prompt lookup (5.x, `_assisted_decoding`) builds its first pass from the whole input even when
+    generate() is given a cache of the prompt, which appended the prompt to the cache a second time and changed
+    the answer (tested). Passes that start past the cache, as plain decoding's do, are left alone."""
+
+    def hook(module, args, kwargs):
+        ids, cache = kwargs.get("input_ids"), kwargs.get("cache")
+        if ids is None or cache is None or cache.get_seq_length() != cached or ids.shape[1] <= cached:
+            return None
+        kwargs = {**kwargs, "input_ids": ids[:, cached:]}
+        if kwargs.get("position_ids") is not None:
+            kwargs["position_ids"] = kwargs["position_ids"][..., cached:]
+        return args, kwargs
+
+    return hook
+
+
 class Generator:
     """A loaded checkpoint ready to generate. Construct with `Generator.load(path)`."""
 
@@ -108,16 +127,18 @@ class Generator:
         return engine
 
     def speed_up(self) -> None:
-        """bf16 on a CPU with AMX: linear layers packed for oneDNN (faster decoding) and, for one greedy answer,
-        attention that rounds a token's row alike in every pass (Llama-type models), so prompt-lookup checks keep
-        plain greedy's ids; batches, beams and sampling keep sdpa, which is faster. fp32 keeps transformers'
-        layers: its checks already keep the ids, and the row attention measured slower there
-        (benchmarks/answer_speed.py)."""
+        """bf16 on a CPU with bf16 instructions: linear layers packed for oneDNN (faster decoding) and, for one
+        greedy answer, attention that rounds a token's row alike in every pass (models on sdpa attention), so
+        prompt-lookup checks keep plain greedy's ids; batches, beams, sampling and prompts keep sdpa, which is
+        faster. Nothing changes where the CPU rounds a linear layer's rows differently by pass whatever the tile
+        (`pack_linears`). fp32 keeps transformers' layers: its checks already keep the ids, and the row attention
+        measured slower there (benchmarks/answer_speed.py)."""
         from hftoolkit.generate.packed_linear import can_pack, pack_linears  # heavy: torch
         from hftoolkit.generate.row_attention import NAME, use_row_attention  # heavy: transformers' attention registry
 
-        if can_pack(self.model) and use_row_attention(self.model):
-            self.rows_consistent, self.row_attention = pack_linears(self.model) > 0, NAME
+        sdpa = getattr(self.model.config, "_attn_implementation", None) == "sdpa"
+        if can_pack(self.model) and sdpa and pack_linears(self.model) and use_row_attention(self.model):
+            self.rows_consistent, self.row_attention = True, NAME
 
     @property
     def context_length(self) -> int:
@@ -180,7 +201,7 @@ class Generator:
         """Prompt-lookup decoding for one greedy answer: the tokens that followed the latest n-gram where it
         occurs in the prompt (answers copy the retrieved passages) are proposed, and one forward pass checks
         them all; greedy verification keeps exactly plain greedy's ids (tested). In bf16 that holds only with
-        row-consistent attention (`speed_up`): torch's fused kernel rounds a pass of several tokens differently
+        row-consistent layers (`speed_up`): torch's fused kernel rounds a pass of several tokens differently
         from one token at a time and changed some answers' ids (benchmarks/answer_speed.py), so other bf16
         models decode plainly. transformers runs it for one row only; batches, beams, sampling and stop strings
         decode as before too."""
@@ -196,29 +217,47 @@ class Generator:
         return rows == 1 and not kwargs.get("do_sample") and beams == 1
 
     def run_generate(self, inputs, kwargs: dict, **extra):
-        """`model.generate` for encoded prompts (inside inference mode); beam search starts from one prompt pass."""
-        if self.rows_consistent:  # one greedy answer, with prompt lookup or without: the same rounding
-            one_greedy = self._one_greedy_answer(kwargs, inputs["input_ids"].shape[0])
-            self.model.set_attn_implementation(self.row_attention if one_greedy else "sdpa")
-        cache = self._prompt_cache(inputs, kwargs.get("num_beams"))
-        return self.model.generate(**inputs, **kwargs, **extra, **({"cache": cache} if cache is not None else {}))
+        """`model.generate` for encoded prompts (inside inference mode); beam search, and one greedy answer on
+        row-consistent layers, start from one pass over the prompt."""
+        lookup = kwargs.get("prompt_lookup_num_tokens") or 0
+        if inputs["input_ids"].shape[1] + kwargs.get("max_new_tokens", 0) + lookup > self.context_length:
+            # transformers (5.x) caps the proposals by the prompt's length, not by max_length: near the end of the
+            # context a check ran past the model's positions (GPT-2: an IndexError). Plain greedy: the same ids
+            kwargs = {k: v for k, v in kwargs.items() if k != "prompt_lookup_num_tokens"}
+        by_rows = self.rows_consistent and self._one_greedy_answer(kwargs, inputs["input_ids"].shape[0])
+        if self.rows_consistent:
+            self.model.set_attn_implementation("sdpa")
+        cache = self._prompt_cache(inputs, kwargs.get("num_beams"), alone=by_rows)
+        if cache is None:
+            return self.model.generate(**inputs, **kwargs, **extra)
+        if by_rows:  # the tokens after the prompt: the same rounding with prompt lookup or without
+            self.model.set_attn_implementation(self.row_attention)
+        hook = self.model.register_forward_pre_hook(past_the_cache(cache.get_seq_length()), with_kwargs=True)
+        try:
+            return self.model.generate(**inputs, **kwargs, **extra, cache=cache)
+        finally:
+            hook.remove()
 
-    def _prompt_cache(self, inputs, num_beams: int | None):
-        """The prompts' key/value cache, computed once and copied for each beam, or None.
+    def _prompt_cache(self, inputs, num_beams: int | None, alone: bool = False):
+        """The prompts' key/value cache, computed in one pass (copied for each beam), or None.
 
-        generate() copies every prompt num_beams times before its first forward pass, so beam search
+        Beams: generate() copies every prompt num_beams times before its first forward pass, so beam search
         ran each prompt num_beams times; with retrieved passages the prompt is most of the work (short
-        answers after ~250 prompt tokens). All but the last prompt token go through the model once here;
-        generate() then continues from the copied cache, with the same results (tested)."""
+        answers after ~250 prompt tokens). `alone` (one greedy answer on row-consistent layers): prompt lookup
+        would compute the prompt together with the first proposals, so the prompt is computed here by itself,
+        with plain decoding and with prompt lookup alike, and only the tokens after it must round alike in
+        passes of any length. All but the last prompt token go through the model once here; generate()
+        continues from the cache, with the same results (tested)."""
         beams = num_beams or self.model.generation_config.num_beams or 1
         ids, mask = inputs["input_ids"], inputs["attention_mask"]
         supports_cache = getattr(self.model, "_supports_default_dynamic_cache", lambda: False)()
-        if beams < 2 or ids.shape[1] < 2 or not supports_cache:
+        if (beams < 2 and not alone) or ids.shape[1] < 2 or not supports_cache:
             return None
         positions = (mask.cumsum(-1) - 1).clamp(min=0)  # left padding: each prompt counts from its first token
         cache = self.model(input_ids=ids[:, :-1], attention_mask=mask[:, :-1], position_ids=positions[:, :-1],
-                           use_cache=True).cache
-        cache.batch_repeat_interleave(beams)
+                           use_cache=True, logits_to_keep=1).cache
+        if beams > 1:
+            cache.batch_repeat_interleave(beams)
         return cache
 
     def _count_generated(self, ids: list[int]) -> int:

@@ -228,10 +228,11 @@ class Generator:
         if self.rows_consistent:
             self.model.set_attn_implementation("sdpa")
         cache = self._prompt_cache(inputs, kwargs.get("num_beams"), alone=by_rows)
-        if cache is None:
-            return self.model.generate(**inputs, **kwargs, **extra)
-        if by_rows:  # the tokens after the prompt: the same rounding with prompt lookup or without
-            self.model.set_attn_implementation(self.row_attention)
+        if cache is None or not by_rows:
+            if by_rows:  # no prompt pass of its own (a one-token prompt): plain greedy on sdpa
+                kwargs = {k: v for k, v in kwargs.items() if k != "prompt_lookup_num_tokens"}
+            return self.model.generate(**inputs, **kwargs, **extra, **({"cache": cache} if cache is not None else {}))
+        self.model.set_attn_implementation(self.row_attention)  # after the prompt: the same rounding in any pass
         hook = self.model.register_forward_pre_hook(past_the_cache(cache.get_seq_length()), with_kwargs=True)
         try:
             return self.model.generate(**inputs, **kwargs, **extra, cache=cache)

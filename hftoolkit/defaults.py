@@ -14,7 +14,7 @@ CONTEXT = "auto"  # the index the checkpoint was trained with, when it exists
 CONTEXT_TOP_K = 2
 CONTEXT_SENTENCES = 6  # the sentences of the retrieved passages closest to the question; 0: whole passages
 CONTEXT_TOKENS = 384
-PROMPT_LOOKUP_TOKENS = 5  # one greedy fp32 answer: prompt tokens proposed per forward pass; 1.22x the tokens/s
+PROMPT_LOOKUP_TOKENS = 5  # one greedy answer: prompt tokens proposed per check (docs/performance.md)
 # of plain greedy on cars_qa answers with retrieval, same ids (3: 1.05x, 10: 1.18x; benchmarks/answer_speed.py)
 GENERATE_PRECISION = "fp32"  # generate, chat: the precision the held-out answers were measured in (docs/evaluation.md)
 

@@ -97,6 +97,11 @@ def past_the_cache(cached: int):
     return hook
 
 
+def without_prompt_lookup(kwargs: dict) -> dict:
+    """generate() arguments for plain greedy decoding: the same ids, one pass per token."""
+    return {k: v for k, v in kwargs.items() if k != "prompt_lookup_num_tokens"}
+
+
 class Generator:
     """A loaded checkpoint ready to generate. Construct with `Generator.load(path)`."""
 
@@ -223,14 +228,14 @@ class Generator:
         if inputs["input_ids"].shape[1] + kwargs.get("max_new_tokens", 0) + lookup > self.context_length:
             # transformers (5.x) caps the proposals by the prompt's length, not by max_length: near the end of the
             # context a check ran past the model's positions (GPT-2: an IndexError). Plain greedy: the same ids
-            kwargs = {k: v for k, v in kwargs.items() if k != "prompt_lookup_num_tokens"}
+            kwargs = without_prompt_lookup(kwargs)
         by_rows = self.rows_consistent and self._one_greedy_answer(kwargs, inputs["input_ids"].shape[0])
         if self.rows_consistent:
             self.model.set_attn_implementation("sdpa")
         cache = self._prompt_cache(inputs, kwargs.get("num_beams"), alone=by_rows)
         if cache is None or not by_rows:
             if by_rows:  # no prompt pass of its own (a one-token prompt): plain greedy on sdpa
-                kwargs = {k: v for k, v in kwargs.items() if k != "prompt_lookup_num_tokens"}
+                kwargs = without_prompt_lookup(kwargs)
             return self.model.generate(**inputs, **kwargs, **extra, **({"cache": cache} if cache is not None else {}))
         self.model.set_attn_implementation(self.row_attention)  # after the prompt: the same rounding in any pass
         hook = self.model.register_forward_pre_hook(past_the_cache(cache.get_seq_length()), with_kwargs=True)

@@ -14,4 +14,14 @@ if [ ${#missing[@]} -gt 0 ]; then
   apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
 fi
 . .venv/bin/activate
-python -m pytest -q "$@"
+# Two workers, each test file on one worker (its module fixtures built once), each worker's torch on its share of the
+# cores: much of the suite is single-threaded Python (imports, CLI subprocesses, servers), which then overlaps
+# (docs/contributing.md has the times). HFTOOLKIT_TEST_WORKERS=0 runs it in one process, as before.
+workers="${HFTOOLKIT_TEST_WORKERS:-2}"
+if [ "$workers" -gt 0 ]; then
+  threads=$(( $(nproc) / workers )); [ "$threads" -ge 1 ] || threads=1
+  export OMP_NUM_THREADS="$threads" MKL_NUM_THREADS="$threads"  # never more threads than cores (they spin)
+  python -m pytest -q -n "$workers" --dist loadfile "$@"
+else
+  python -m pytest -q "$@"
+fi

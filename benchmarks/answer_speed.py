@@ -5,7 +5,7 @@ Each precision runs twice: with transformers' own layers (hftoolkit before) and 
 layers (`Generator.speed_up`: bf16 linears packed for oneDNN and row-consistent attention; fp32 generation
 keeps transformers' layers, and its second run measures the row attention alone).
 
-    python -m benchmarks.answer_speed CHECKPOINT [--questions 24] [--out FILE.json]
+    python -m benchmarks.answer_speed CHECKPOINT [--questions 24] [--out FILE.json] [--no-fp32-row-attention]
 
 Questions are the held-out car questions with the passages the checkpoint's own retrieval puts in the prompt
 (answers copy spans of them, which is what prompt-lookup decoding exploits). Each variant answers every
@@ -88,7 +88,7 @@ def prompt_pass_bound(gen: TextGenerator, texts: list[str], settings: Generation
     return {"prompt_seconds": round(seconds, 2), "tokens_per_second_if_decoding_were_free": round(tokens / seconds, 1)}
 
 
-def benchmark(checkpoint: str, questions: int = 24, log=print) -> dict:
+def benchmark(checkpoint: str, questions: int = 24, log=print, fp32_row_attention: bool = True) -> dict:
     rows = [json.loads(line) for line in HELDOUT.read_text().splitlines()][:questions]
     settings = GenerationSettings(max_new_tokens=64, num_beams=1)  # greedy, whatever the checkpoint suggests
     bandwidth = copy_bandwidth_gb_s()
@@ -100,6 +100,8 @@ def benchmark(checkpoint: str, questions: int = 24, log=print) -> dict:
         texts = [text for text, _ in gen.prepare([r["question"] for r in rows], True, settings.max_new_tokens)]
         variants = {}
         for layers in ("transformers' layers", "hftoolkit's layers"):
+            if precision == "fp32" and layers.startswith("hftoolkit") and not fp32_row_attention:
+                continue
             gen._generator = Generator.load(checkpoint, precision, speed_up=layers.startswith("hftoolkit"))
             if not layers.startswith("hftoolkit"):  # packed weights are buffers: count the plain parameters
                 limit = bandwidth * 1e9 / weight_bytes(gen.generator.model)
@@ -134,9 +136,11 @@ def main() -> None:
     parser.add_argument("checkpoint")
     parser.add_argument("--questions", type=int, default=24)
     parser.add_argument("--out")
+    parser.add_argument("--no-fp32-row-attention", action="store_true",
+                        help="leave out the fp32 runs on hftoolkit's layers (generation never uses them in fp32)")
     args = parser.parse_args()
     print(cpu_line())
-    results = benchmark(args.checkpoint, args.questions)
+    results = benchmark(args.checkpoint, args.questions, fp32_row_attention=not args.no_fp32_row_attention)
     if args.out:
         Path(args.out).parent.mkdir(parents=True, exist_ok=True)
         Path(args.out).write_text(json.dumps(results, indent=2) + "\n")

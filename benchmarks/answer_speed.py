@@ -52,22 +52,30 @@ def weight_bytes(model) -> int:
     return sum(p.numel() * p.element_size() for p in model.parameters())  # tied embeddings count once
 
 
-def answer_all(gen: TextGenerator, texts: list[str], settings: GenerationSettings, extra: dict) -> dict:
+def timed_after_warmup(generator, texts: list[str], settings: GenerationSettings, step) -> list[tuple]:
+    """(inputs, what `step(inputs)` returned, seconds) for each prompt, after one untimed warm-up on the first."""
     import torch
 
-    generator = gen.generator
-    kwargs = {**generator._generate_kwargs(settings), **extra}
-    ids, seconds = [], []
-    for i, text in enumerate([texts[0]] + texts):  # the first is a warm-up
+    timed = []
+    for i, text in enumerate([texts[0]] + texts):
         inputs = generator._encode([text], settings.max_new_tokens, log=lambda m: None)
         started = time.perf_counter()
         with torch.inference_mode():
-            out = generator.run_generate(inputs, kwargs)
-        elapsed = time.perf_counter() - started
+            out = step(inputs)
         if i:
-            new = [int(t) for t in out[0, inputs["input_ids"].shape[1]:]]
-            ids.append(new[:generator._count_generated(new)])
-            seconds.append(elapsed)
+            timed.append((inputs, out, time.perf_counter() - started))
+    return timed
+
+
+def answer_all(gen: TextGenerator, texts: list[str], settings: GenerationSettings, extra: dict) -> dict:
+    generator = gen.generator
+    kwargs = {**generator._generate_kwargs(settings), **extra}
+    ids, seconds = [], []
+    for inputs, out, elapsed in timed_after_warmup(generator, texts, settings,
+                                                   lambda inputs: generator.run_generate(inputs, kwargs)):
+        new = [int(t) for t in out[0, inputs["input_ids"].shape[1]:]]
+        ids.append(new[:generator._count_generated(new)])
+        seconds.append(elapsed)
     tokens = sum(len(row) for row in ids)
     return {"tokens": tokens, "seconds": round(sum(seconds), 2), "tokens_per_second": round(tokens / sum(seconds), 2),
             "median_latency_s": round(statistics.median(seconds), 3), "ids": ids}
@@ -76,15 +84,12 @@ def answer_all(gen: TextGenerator, texts: list[str], settings: GenerationSetting
 def prompt_pass_bound(gen: TextGenerator, texts: list[str], settings: GenerationSettings, tokens: int) -> dict:
     """Seconds of one forward pass over each prompt (the first thing every answer computes, whatever decodes
     after it), and the tokens/s the answers would reach if decoding their tokens cost nothing."""
-    import torch
+    generator = gen.generator
 
-    generator, seconds = gen.generator, 0.0
-    for i, text in enumerate([texts[0]] + texts):  # the first is a warm-up
-        inputs = generator._encode([text], settings.max_new_tokens, log=lambda m: None)
-        started = time.perf_counter()
-        with torch.inference_mode():
-            generator.model(**inputs, logits_to_keep=1)
-        seconds += (time.perf_counter() - started) if i else 0.0
+    def prompt_pass(inputs) -> None:  # the output is dropped: only the time counts
+        generator.model(**inputs, logits_to_keep=1)
+
+    seconds = sum(elapsed for _, _, elapsed in timed_after_warmup(generator, texts, settings, prompt_pass))
     return {"prompt_seconds": round(seconds, 2), "tokens_per_second_if_decoding_were_free": round(tokens / seconds, 1)}
 
 

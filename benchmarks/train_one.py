@@ -100,11 +100,12 @@ class Meter:
         return statistics.median(tokens / seconds for seconds, tokens in later)
 
 
-def case_recipe(case: str, variant: str, out: Path, steps: int):
+def case_recipe(case: str, variant: str, out: Path, steps: int, more: tuple[str, ...] = ()):
+    """The case's recipe for `steps` steps into `out`; `more`: further KEY=VALUE overrides."""
     from hftoolkit.recipe.load import load_recipe
 
     recipe_name, kind, _, changes = CASES[case]
-    overrides = [f"output.dir={out}", f"training.max_steps={steps}", *changes]
+    overrides = [f"output.dir={out}", f"training.max_steps={steps}", *changes, *more]
     if kind == "qa":
         overrides.append("data.retrieval=null")
     return load_recipe(recipe_name, overrides)

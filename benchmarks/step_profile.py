@@ -1,0 +1,105 @@
+"""Where one hftoolkit training run spends each step: seconds, page faults and system CPU per step, and
+optionally torch's profiler over two steps.
+
+The training benchmark reports a run's steady rate and its first step; this shows each step on its own, so a
+change to a step's work can be compared step by step (run it before and after, alone), and the first steps'
+system CPU (memory touched for the first time) can be told from the steady ones.
+
+    python -m benchmarks.step_profile [CASE] [--steps 10] [--profile-from STEP] [--set KEY=VALUE] [--out FILE.json]
+
+CASE is one of the training benchmark's cases (default smollm2_full_text). Run it under the allocator the
+`hftoolkit` command uses (`LD_PRELOAD=` tcmalloc, as `python -m benchmarks` runs every variant).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+from benchmarks.machine import cpu_line
+from benchmarks.train_one import CASES, Meter, case_recipe, run_hftoolkit
+
+
+def step_recorder(steps: list, profile_from: int | None, top: int = 30):
+    """A Trainer callback appending one record per optimizer step; it prints the profiler's table when asked."""
+    import torch
+    from transformers import TrainerCallback
+
+    class StepRecorder(TrainerCallback):
+        started = usage = profiler = None
+
+        def on_step_begin(self, args, state, control, **kwargs):
+            if profile_from is not None and state.global_step == profile_from:
+                self.profiler = torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU])
+                self.profiler.__enter__()
+            self.usage, self.started = resource.getrusage(resource.RUSAGE_SELF), time.perf_counter()
+
+        def on_step_end(self, args, state, control, **kwargs):
+            seconds, usage = time.perf_counter() - self.started, resource.getrusage(resource.RUSAGE_SELF)
+            steps.append({"step": state.global_step, "seconds": round(seconds, 3),
+                          "page_faults": usage.ru_minflt - self.usage.ru_minflt,
+                          "system_cpu_s": round(usage.ru_stime - self.usage.ru_stime, 2),
+                          "user_cpu_s": round(usage.ru_utime - self.usage.ru_utime, 2)})
+            if self.profiler is not None and state.global_step == profile_from + 2:
+                self.profiler.__exit__(None, None, None)
+                print(self.profiler.key_averages().table(sort_by="self_cpu_time_total", row_limit=top,
+                                                         max_name_column_width=50), flush=True)
+                self.profiler = None
+
+    return StepRecorder()
+
+
+def profile(case: str, steps: int, profile_from: int | None = None, overrides: tuple[str, ...] = ()) -> dict:
+    import hftoolkit.train.run as run
+
+    records = []
+    build_trainer = run.build_trainer
+
+    def with_recorder(*args, **kwargs):
+        trainer, precision = build_trainer(*args, **kwargs)
+        trainer.add_callback(step_recorder(records, profile_from))
+        return trainer, precision
+
+    run.build_trainer = with_recorder
+    try:
+        with tempfile.TemporaryDirectory() as work:
+            started = time.perf_counter()
+            _, _, _, precision = run_hftoolkit(case_recipe(case, "hftoolkit", Path(work) / "run", steps, overrides),
+                                                  Meter())
+            wall = time.perf_counter() - started
+    finally:
+        run.build_trainer = build_trainer
+    full = [r["seconds"] for r in records[1:]]
+    return {"cpu": cpu_line(), "case": case, "overrides": list(overrides), "precision": precision,
+            "wall_seconds": round(wall, 1),
+            "median_step_after_first_s": round(statistics.median(full), 3) if full else None,
+            "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024, "steps": records}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("case", nargs="?", default="smollm2_full_text", choices=sorted(CASES))
+    parser.add_argument("--steps", type=int, default=10)
+    parser.add_argument("--profile-from", type=int, help="print torch's profiler table over steps N+1 and N+2")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                        help="a recipe override on top of the case's (repeatable)")
+    parser.add_argument("--out")
+    args = parser.parse_args()
+    result = profile(args.case, args.steps, args.profile_from, tuple(args.set))
+    for record in result["steps"]:
+        print(f"step {record['step']:3d}  {record['seconds']:6.3f} s  page faults {record['page_faults']:8d}  "
+              f"system CPU {record['system_cpu_s']:5.2f} s")
+    print(f"{result['case']} ({result['precision']}): median step after the first {result['median_step_after_first_s']} s, "
+          f"whole run {result['wall_seconds']} s, peak RSS {result['peak_rss_mb']} MB")
+    if args.out:
+        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.out).write_text(json.dumps(result, indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    main()

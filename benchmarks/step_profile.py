@@ -68,9 +68,9 @@ def profile(case: str, steps: int, profile_from: int | None = None, overrides: t
     run.build_trainer = with_recorder
     try:
         with tempfile.TemporaryDirectory() as work:
+            recipe = case_recipe(case, "hftoolkit", Path(work) / "run", steps, overrides)
             started = time.perf_counter()
-            _, _, _, precision = run_hftoolkit(case_recipe(case, "hftoolkit", Path(work) / "run", steps, overrides),
-                                                  Meter())
+            _, _, _, precision = run_hftoolkit(recipe, Meter())
             wall = time.perf_counter() - started
     finally:
         run.build_trainer = build_trainer
@@ -94,8 +94,9 @@ def main() -> None:
     for record in result["steps"]:
         print(f"step {record['step']:3d}  {record['seconds']:6.3f} s  page faults {record['page_faults']:8d}  "
               f"system CPU {record['system_cpu_s']:5.2f} s")
-    print(f"{result['case']} ({result['precision']}): median step after the first {result['median_step_after_first_s']} s, "
-          f"whole run {result['wall_seconds']} s, peak RSS {result['peak_rss_mb']} MB")
+    print(f"{result['case']} ({result['precision']}): median step after the first "
+          f"{result['median_step_after_first_s']} s, whole run {result['wall_seconds']} s, "
+          f"peak RSS {result['peak_rss_mb']} MB")
     if args.out:
         Path(args.out).parent.mkdir(parents=True, exist_ok=True)
         Path(args.out).write_text(json.dumps(result, indent=2) + "\n")

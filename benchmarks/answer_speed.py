@@ -25,6 +25,7 @@ import time
 from pathlib import Path
 
 from benchmarks.machine import cpu_line
+from benchmarks.report import write_json
 from hftoolkit.generate.api import TextGenerator
 from hftoolkit.generate.engine import GenerationSettings, Generator
 from hftoolkit.generate.row_attention import use_row_attention
@@ -146,9 +147,7 @@ def main() -> None:
     args = parser.parse_args()
     print(cpu_line())
     results = benchmark(args.checkpoint, args.questions, fp32_row_attention=not args.no_fp32_row_attention)
-    if args.out:
-        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.out).write_text(json.dumps(results, indent=2) + "\n")
+    write_json(args.out, results)
 
 
 if __name__ == "__main__":

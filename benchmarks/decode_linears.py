@@ -13,11 +13,10 @@ The shapes are SmolLM2-135M's (q, k, v, o, gate, up, down per layer); the output
 from __future__ import annotations
 
 import argparse
-import json
 import time
-from pathlib import Path
 
 from benchmarks.machine import cpu_line
+from benchmarks.report import write_json
 
 SMOLLM2_LAYER = ((576, 576), (576, 192), (576, 192), (576, 576), (576, 1536), (576, 1536), (1536, 576))  # (in, out)
 
@@ -101,9 +100,7 @@ def main() -> None:
     for name, row in results["kinds"].items():
         print(f"{name:32s} {row['ms_per_token']:6.2f} ms per token's linears, weights read at "
               f"{row['weights_read_gb_s']:5.1f} GB/s (at the read rate: {row['bound_ms_at_read_rate']} ms)")
-    if args.out:
-        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.out).write_text(json.dumps(results, indent=2) + "\n")
+    write_json(args.out, results)
 
 
 if __name__ == "__main__":

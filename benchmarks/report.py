@@ -17,6 +17,16 @@ def write_table(folder: str | None, table: list[str], reproduce: str, result: di
         (out / "results.json").write_text(json.dumps(result, indent=1))
 
 
+def write_json(path: str | None, result: dict) -> None:
+    """Keep a benchmark's result as indented JSON at `path` (its folder made), when a path is given."""
+    import json
+    from pathlib import Path
+
+    if path:
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        Path(path).write_text(json.dumps(result, indent=2) + "\n")
+
+
 def markdown(result: dict) -> str:
     info = result["machine"]
     lines = [f"Machine: {info['model']}, {info['cores']} cores, flags: {' '.join(info['flags']) or 'none'}; "

@@ -14,7 +14,6 @@ CASE is one of the training benchmark's cases (default smollm2_full_text). Run i
 from __future__ import annotations
 
 import argparse
-import json
 import resource
 import statistics
 import tempfile
@@ -22,6 +21,7 @@ import time
 from pathlib import Path
 
 from benchmarks.machine import cpu_line
+from benchmarks.report import write_json
 from benchmarks.train_one import CASES, Meter, case_recipe, run_hftoolkit
 
 
@@ -97,9 +97,7 @@ def main() -> None:
     print(f"{result['case']} ({result['precision']}): median step after the first "
           f"{result['median_step_after_first_s']} s, whole run {result['wall_seconds']} s, "
           f"peak RSS {result['peak_rss_mb']} MB")
-    if args.out:
-        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.out).write_text(json.dumps(result, indent=2) + "\n")
+    write_json(args.out, result)
 
 
 if __name__ == "__main__":

@@ -52,7 +52,8 @@ def test_classifier_checkpoint_labels_and_eval_reproduces(classifier):
     assert done.returncode == 0, done.stderr[-2000:]
     result = json.loads(done.stdout)
     for key in ("eval_loss", "eval_accuracy", "eval_f1_macro", "eval_f1_engine"):
-        assert round(result[key], 4) == round(metrics[key], 4), key
+        # float sums differ in the last bits between the two runs: 1.94455004 against 1.94454992 once
+        assert result[key] == pytest.approx(metrics[key], abs=1e-5), key
 
 
 def test_eval_with_a_label_unseen_in_training_is_one_line(classifier, tmp_path):

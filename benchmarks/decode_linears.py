@@ -2,8 +2,9 @@
 
 Decoding one answer multiplies a single row by every weight matrix, so its linear layers can go no faster than
 the weights can be read. This times the linear layers of one decode token at a model's own shapes (random
-weights, one row) in fp32, bf16 with torch's `nn.Linear` and `torch.mv`, and bf16 with hftoolkit's `PackedLinear`,
-and sets the bytes each reads per second beside the machine's read rate (a sum over a tensor larger than the caches).
+weights, one row) in fp32, bf16 with torch's `nn.Linear` and `torch.mv`, and bf16 with hftoolkit's `PackedLinear`
+(each matrix alone, and as generation packs them: siblings that read the same input joined into one weight), and
+sets the bytes each reads per second beside the machine's read rate (a sum over a tensor larger than the caches).
 
     python -m benchmarks.decode_linears [--layers 30] [--out FILE.json]
 
@@ -19,6 +20,7 @@ from benchmarks.machine import cpu_line
 from benchmarks.report import write_json
 
 SMOLLM2_LAYER = ((576, 576), (576, 192), (576, 192), (576, 576), (576, 1536), (576, 1536), (1536, 576))  # (in, out)
+SIBLINGS = ((0, 1, 2), (3,), (4, 5), (6,))  # q, k, v read one input; o; gate and up read one input; down
 
 
 class MatrixVector:
@@ -67,7 +69,7 @@ def token_seconds(layers: list, dtype, repeats: int = 5) -> float:
 def measure(layers: int = 30) -> dict:
     import torch
 
-    from hftoolkit.generate.packed_linear import PackedLinear
+    from hftoolkit.generate.packed_linear import PackedLinear, joined
     from hftoolkit.train.precision import cpu_has_bf16_instructions
 
     torch.manual_seed(0)
@@ -79,6 +81,9 @@ def measure(layers: int = 30) -> dict:
         kinds["bf16, nn.Linear"] = (bf16, torch.bfloat16)
         kinds["bf16, torch.mv"] = ([MatrixVector(layer) for layer in bf16], torch.bfloat16)
         kinds["bf16, hftoolkit's PackedLinear"] = ([PackedLinear(layer) for layer in bf16], torch.bfloat16)
+        siblings = [joined([bf16[first + index] for index in group])
+                    for first in range(0, len(bf16), len(SMOLLM2_LAYER)) for group in SIBLINGS]
+        kinds["bf16, PackedLinear, siblings joined"] = ([PackedLinear(layer) for layer in siblings], torch.bfloat16)
     results = {"cpu": cpu_line(), "layers": layers, "weights": weights, "read_gb_s": round(read_gb_s(), 1),
                "kinds": {}}
     for name, (modules, dtype) in kinds.items():
@@ -98,7 +103,7 @@ def main() -> None:
     results = measure(args.layers)
     print(f"{results['cpu']}; reading {results['read_gb_s']} GB/s (fp32 sum)")
     for name, row in results["kinds"].items():
-        print(f"{name:32s} {row['ms_per_token']:6.2f} ms per token's linears, weights read at "
+        print(f"{name:36s} {row['ms_per_token']:6.2f} ms per token's linears, weights read at "
               f"{row['weights_read_gb_s']:5.1f} GB/s (at the read rate: {row['bound_ms_at_read_rate']} ms)")
     write_json(args.out, results)
 

@@ -9,7 +9,8 @@ def test_one_layer_counts_its_weights_and_reads_them_at_a_positive_rate():
     assert results["weights"] == sum(i * o for i, o in SMOLLM2_LAYER)  # 7 matrices of one SmolLM2 layer
     expected = {"fp32, nn.Linear"}
     if cpu_has_bf16_instructions():
-        expected |= {"bf16, nn.Linear", "bf16, torch.mv", "bf16, hftoolkit's PackedLinear"}
+        expected |= {"bf16, nn.Linear", "bf16, torch.mv", "bf16, hftoolkit's PackedLinear",
+                     "bf16, PackedLinear, siblings joined"}
     assert set(results["kinds"]) == expected
     fp32 = results["kinds"]["fp32, nn.Linear"]
     assert fp32["ms_per_token"] > 0 and results["read_gb_s"] > 0

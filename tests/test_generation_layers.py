@@ -8,8 +8,10 @@ these fast; `test_real_smollm2.py` checks the ids on real answers.
 import pytest
 import torch
 
-from hftoolkit.generate.packed_linear import PackedLinear, can_pack, pack_linears
-from hftoolkit.generate.row_attention import BLOCK, use_row_attention
+from hftoolkit.generate.packed_linear import PackedLinear, PartOfShared, SharedInputLinears, can_pack, pack_linears
+from hftoolkit.generate.row_attention import use_row_attention
+
+BLOCK = 64  # prompt lengths around a multiple of 64 (where an earlier row attention changed its key blocks)
 
 
 def tiny_llama(dtype=torch.float32, seed: int = 0):
@@ -26,7 +28,7 @@ def logits(model, ids, mask=None):
         return model(ids, attention_mask=mask).logits
 
 
-def test_row_attention_computes_what_sdpa_computes_over_several_blocks_and_with_left_padding():
+def test_row_attention_computes_what_sdpa_computes_at_any_prompt_length_and_with_left_padding():
     model = tiny_llama()
     ids = torch.randint(3, 300, (2, 2 * BLOCK + 22))
     mask = torch.ones_like(ids)
@@ -80,7 +82,8 @@ def test_tokens_after_the_prompt_are_rounded_alike_in_bf16_alone_or_checked_toge
         assert not engine.rows_consistent and type(model.lm_head) is torch.nn.Linear
         assert model.config._attn_implementation == "sdpa"
         return
-    assert engine.rows_consistent and sum(isinstance(m, PackedLinear) for m in model.modules()) == 15
+    assert engine.rows_consistent and sum(isinstance(m, PackedLinear) for m in model.modules()) == 9  # 2 x 4 + head
+    assert isinstance(model.model.layers[0].self_attn.k_proj, PartOfShared)
     ids = torch.randint(3, 300, (1, prompt_length + 11))
     with torch.inference_mode():
         def after_prompt():
@@ -123,3 +126,47 @@ def test_packed_linear_computes_what_linear_computes_and_rounds_rows_alike_in_an
         together = packed(x[:, :rows])
         assert all(torch.equal(together[:, row], packed(x[:, row:row + 1])[:, 0]) for row in range(rows)), rows
     assert pack_linears(model) == 1 and isinstance(model[0], PackedLinear) and model[0].tile == tile
+
+
+def test_siblings_packed_as_one_weight_give_each_layer_its_own_output_in_any_order():
+    torch.manual_seed(0)
+    model = smollm2_wide_llama()
+    attention = model.model.layers[0].self_attn
+    plain = [attention.q_proj, attention.k_proj, attention.v_proj]
+    if not can_pack(model):
+        assert pack_linears(model) == 0 and attention.q_proj is plain[0]
+        return
+    assert pack_linears(model) == 15 and isinstance(attention.v_proj, PartOfShared)
+    shared = attention.q_proj.shared
+    assert isinstance(shared, SharedInputLinears) and shared is attention.v_proj.shared
+    x, y = torch.randn(2, 1, 7, 576, dtype=torch.bfloat16)
+    with torch.inference_mode():
+        expected = {(name, which): layer(inputs) for name, layer in zip("qkv", plain)
+                    for which, inputs in (("x", x), ("y", y))}
+        got = {("v", "x"): attention.v_proj(x), ("q", "y"): attention.q_proj(y), ("q", "x"): attention.q_proj(x),
+               ("k", "x"): attention.k_proj(x), ("k", "y"): attention.k_proj(y), ("v", "y"): attention.v_proj(y)}
+        x.add_(1)  # changed in place: computed anew
+        changed = attention.k_proj(x)
+        expected_changed = plain[1](x)
+        attention.q_proj(x), attention.v_proj(x)
+    for key, output in got.items():
+        assert output.shape == expected[key].shape, key
+        assert torch.allclose(output.float(), expected[key].float(), atol=0.05, rtol=0.02), key
+    assert torch.allclose(changed.float(), expected_changed.float(), atol=0.05, rtol=0.02)
+    assert shared._output is None  # nothing held once every sibling took its part
+
+
+def test_row_check_accepts_rows_alike_and_refuses_rows_that_depend_on_the_pass(monkeypatch):
+    from hftoolkit.generate import row_attention as rows
+
+    assert rows.rows_alike(9, 3, 64) and rows.rows_alike(4, 2, 16, torch.float32)  # SmolLM2's heads; tiny_llama's
+    alike = rows.row_attention
+
+    def by_pass(module, query, key, value, attention_mask, scaling, **kwargs):  # a last bit that depends on the pass
+        output, _ = alike(module, query, key, value, attention_mask, scaling)
+        return output + (query.shape[2] > 1) * output.abs().max() * 2 ** -7, None
+
+    monkeypatch.setattr(rows, "row_attention", by_pass)
+    assert not rows.rows_alike(9, 3, 64)
+    model = tiny_llama()
+    assert not rows.use_row_attention(model) and model.config._attn_implementation == "sdpa"

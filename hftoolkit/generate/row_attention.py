@@ -3,12 +3,14 @@
 Prompt-lookup decoding checks several proposed tokens in one forward pass and keeps them only where plain
 greedy decoding would have picked the same; its first pass holds the prompt and the first proposals together.
 In bf16 that changed some answers: torch's fused kernel splits its work by the length of the pass, so a row
-is rounded differently in a pass of one token, of several, or of the whole prompt. Here a row at position p
-is always computed over the keys of its block, positions 0 to the next multiple of `BLOCK` after p: positions
-it may not see are masked to the same constant whether they hold later tokens or zero padding, so the scores,
-the softmax and the weighted values (all in fp32) have the same shapes and numbers in every pass (tested).
-Each row has its own batch entries, so a long pass costs more than sdpa: the engine computes the prompt with
-sdpa, by itself in every mode, and this attention only for the tokens after it (`Generator.run_generate`).
+is rounded differently in a pass of one token, of several, or of the whole prompt. Here each row of a pass is
+one call of the same kernel over exactly the keys it may see (positions 0 to its own), which is the call plain
+decoding makes for that token: the same shapes and numbers in a pass of one row or of many (tested). A long
+pass costs one call per row, so the engine computes the prompt with sdpa, by itself in every mode, and this
+attention only for the tokens after it (`Generator.run_generate`).
+
+An earlier version computed each row in fp32 over zero-padded blocks of 64 keys, as batched matmuls, at 5-7x
+sdpa's cost per layer; this costs 1.2x for one row and 5x for 11 (`python -m benchmarks.decode_attention`).
 """
 
 from __future__ import annotations
@@ -18,58 +20,62 @@ from transformers import AttentionInterface
 from transformers.masking_utils import ALL_MASK_ATTENTION_FUNCTIONS, sdpa_mask
 
 NAME = "hftoolkit_rows"
-BLOCK = 64  # positions per key block
+CHECK_ROWS = 11  # the longest pass checked: one token and prompt lookup's default 5 proposals, with room
+CHECK_LENGTHS = (40, 140)  # cache lengths the check's passes end at
 
 
 def row_attention(module, query, key, value, attention_mask, scaling, dropout=0.0, **kwargs):
-    """Scores, softmax and weighted values in fp32, as batched matmuls of contiguous operands with one (row, key
-    head) per batch entry: each row's products have the same shapes and layout whichever pass holds it (one
-    matmul over several rows, or a transposed view, came out differently on an AVX-512 BF16 CPU). Heads that share
-    a key head share its entry."""
-    batch, heads, rows, dim = query.shape
-    kv_heads, length = key.shape[1], key.shape[2]
-    groups, first = heads // kv_heads, length - rows  # `first`: the position of the pass's first row
-    if attention_mask is not None and attention_mask.dtype != torch.bool:
-        attention_mask = attention_mask == 0  # an additive mask: 0 where a key may be seen
-    outputs, row = [], 0
-    while row < rows:
-        end = ((first + row) // BLOCK + 1) * BLOCK  # the keys of this row's block
-        count = min(rows - row, end - first - row)  # the pass's rows inside the block
-        entries = batch * count * kv_heads
-        grouped = query[:, :, row:row + count].reshape(batch, kv_heads, groups, count, dim).permute(0, 3, 1, 2, 4)
-        keys = _block(key, end).transpose(2, 3).unsqueeze(1).expand(batch, count, kv_heads, dim, end)
-        scores = torch.bmm(grouped.reshape(entries, groups, dim).float().contiguous(),
-                           keys.reshape(entries, dim, end).contiguous())
-        scores = scores.view(batch, count, kv_heads, groups, end) * scaling
-        positions = torch.arange(first + row, first + row + count, device=query.device)
-        visible = (torch.arange(end, device=query.device) <= positions[:, None])[:, None, None]  # (count,1,1,end)
-        if attention_mask is not None:  # left padding of a batch
-            padding = torch.zeros(batch, count, end, dtype=torch.bool, device=query.device)
-            seen = min(end, length)
-            padding[..., :seen] = attention_mask[:, 0, row:row + count, -length:][..., :seen]
-            visible = visible & padding[:, :, None, None]
-        weights = torch.softmax(scores.masked_fill(~visible, torch.finfo(scores.dtype).min), dim=-1)
-        values = _block(value, end).unsqueeze(1).expand(batch, count, kv_heads, end, dim)
-        output = torch.bmm(weights.reshape(entries, groups, end).contiguous(),
-                           values.reshape(entries, end, dim).contiguous())
-        output = output.view(batch, count, kv_heads, groups, dim).permute(0, 2, 3, 1, 4)
-        outputs.append(output.reshape(batch, heads, count, dim).to(query.dtype))
-        row += count
-    output = outputs[0] if len(outputs) == 1 else torch.cat(outputs, dim=2)
+    """sdpa once per row of the pass, over the keys up to its own position; a row's padding mask goes along
+    only where it hides one of those keys (a mask that hides nothing may change the kernel's path)."""
+    rows, length = query.shape[2], key.shape[2]
+    first = length - rows  # the position of the pass's first row
+    hides = [False] * rows
+    if attention_mask is not None:
+        if attention_mask.dtype != torch.bool:
+            attention_mask = attention_mask == 0  # an additive mask: 0 where a key may be seen
+        attention_mask = attention_mask[..., -length:]
+        own = torch.arange(length, device=query.device) <= torch.arange(first, length, device=query.device)[:, None]
+        hides = ((~attention_mask) & own).flatten(end_dim=1).any(-1).any(0).tolist()  # per row
+    outputs = []
+    for row in range(rows):
+        seen = first + row + 1
+        mask = attention_mask[:, :, row:row + 1, :seen] if hides[row] else None
+        outputs.append(torch.nn.functional.scaled_dot_product_attention(
+            query[:, :, row:row + 1], key[:, :, :seen], value[:, :, :seen], attn_mask=mask, scale=scaling,
+            enable_gqa=key.shape[1] != query.shape[1]))
+    output = outputs[0] if rows == 1 else torch.cat(outputs, dim=2)
     return output.transpose(1, 2).contiguous(), None
 
 
-def _block(states: torch.Tensor, end: int) -> torch.Tensor:
-    """Keys or values for positions 0..end-1 in fp32, zeros past the last one, always a fresh tensor."""
-    block = states.new_zeros(*states.shape[:2], end, states.shape[3], dtype=torch.float32)
-    seen = min(end, states.shape[2])
-    block[:, :, :seen] = states[:, :, :seen]
-    return block
+def rows_alike(heads: int, key_heads: int, head_dim: int, dtype=torch.bfloat16) -> bool:
+    """Whether random rows come out bit for bit the same computed alone (the cache ending at the row, as plain
+    decoding holds it) and in passes of 2..`CHECK_ROWS` rows; checked once per model, since a CPU's kernel might
+    still treat a slice of a longer cache differently."""
+    generator = torch.Generator().manual_seed(0)
+    with torch.inference_mode():
+        for length in CHECK_LENGTHS:
+            query = torch.randn(1, heads, CHECK_ROWS, head_dim, generator=generator).to(dtype)
+            key, value = (torch.randn(1, key_heads, length, head_dim, generator=generator).to(dtype) for _ in "kv")
+            first = length - CHECK_ROWS
+            alone = [row_attention(None, query[:, :, row:row + 1], key[:, :, :first + row + 1].clone(),
+                                   value[:, :, :first + row + 1].clone(), None, head_dim ** -0.5)[0][:, 0]
+                     for row in range(CHECK_ROWS)]
+            for rows in range(2, CHECK_ROWS + 1):
+                together = row_attention(None, query[:, :, -rows:], key, value, None, head_dim ** -0.5)[0]
+                if not all(torch.equal(together[:, row], alone[CHECK_ROWS - rows + row]) for row in range(rows)):
+                    return False
+    return True
 
 
 def use_row_attention(model) -> bool:
-    """Switch a model that runs sdpa attention to `row_attention`; False when it uses something else."""
-    if getattr(model.config, "_attn_implementation", None) != "sdpa":
+    """Switch a model that runs sdpa attention to `row_attention`; False when it uses something else, or when
+    this CPU rounds a row differently by pass (`rows_alike`)."""
+    config = model.config
+    if getattr(config, "_attn_implementation", None) != "sdpa":
+        return False
+    heads = config.num_attention_heads
+    head_dim = getattr(config, "head_dim", None) or config.hidden_size // heads
+    if not rows_alike(heads, getattr(config, "num_key_value_heads", None) or heads, head_dim, model.dtype):
         return False
     AttentionInterface.register(NAME, row_attention)
     ALL_MASK_ATTENTION_FUNCTIONS.register(NAME, sdpa_mask)

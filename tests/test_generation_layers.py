@@ -153,7 +153,7 @@ def test_siblings_packed_as_one_weight_give_each_layer_its_own_output_in_any_ord
         assert output.shape == expected[key].shape, key
         assert torch.allclose(output.float(), expected[key].float(), atol=0.05, rtol=0.02), key
     assert torch.allclose(changed.float(), expected_changed.float(), atol=0.05, rtol=0.02)
-    assert shared._output is None  # nothing held once every sibling took its part
+    assert shared.held.output is None and shared.held.input is None  # nothing held once every sibling took its part
 
 
 def test_row_check_accepts_rows_alike_and_refuses_rows_that_depend_on_the_pass(monkeypatch):

@@ -3,7 +3,8 @@
 After the prompt, plain decoding runs passes of one row and prompt-lookup decoding passes of one row plus its
 proposals. hftoolkit's generation layers compute those rows with `row_attention` (each row alike in any pass);
 this times it against one sdpa call over the whole pass (what transformers runs, each row rounded by the pass's
-length) at SmolLM2-135M's attention shapes in bf16, random numbers, for passes of 1 to 11 rows after a prompt.
+length) at SmolLM2-135M's attention shapes in bf16, random numbers, for passes of 1 to 11 rows after a prompt,
+both given the pass's causal mask as transformers gives it.
 
     python -m benchmarks.decode_attention [--keys 180] [--out FILE.json]
 """
@@ -45,14 +46,15 @@ def measure(keys: int = 180, pass_rows=PASS_ROWS) -> dict:
     with torch.inference_mode():
         for rows in pass_rows:
             query = torch.randn(1, heads, rows, dim, dtype=torch.bfloat16)
-            causal = torch.arange(keys) <= torch.arange(keys - rows, keys)[:, None]  # (rows, keys)
+            # the causal mask transformers builds once per pass and hands every layer (batch, 1, rows, keys)
+            causal = (torch.arange(keys) <= torch.arange(keys - rows, keys)[:, None])[None, None]
 
             def whole():
                 return torch.nn.functional.scaled_dot_product_attention(
                     query, key, value, attn_mask=causal, scale=dim ** -0.5, enable_gqa=True)
 
             def rows_alike():
-                return row_attention(None, query, key, value, None, dim ** -0.5)
+                return row_attention(None, query, key, value, causal, dim ** -0.5)
 
             expected = whole().transpose(1, 2)
             got = rows_alike()[0]

@@ -9,8 +9,8 @@ decoding makes for that token: the same shapes and numbers in a pass of one row 
 pass costs one call per row, so the engine computes the prompt with sdpa, by itself in every mode, and this
 attention only for the tokens after it (`Generator.run_generate`).
 
-An earlier version computed each row in fp32 over zero-padded blocks of 64 keys, as batched matmuls, at 5-7x
-sdpa's cost per layer; this costs 1.2x for one row and 5x for 11 (`python -m benchmarks.decode_attention`).
+An earlier version computed each row in fp32 over zero-padded blocks of 64 keys, as batched matmuls, at 5-8x
+sdpa's cost per layer; this costs 1.4x for one row and 5x for 11 (`python -m benchmarks.decode_attention`).
 """
 
 from __future__ import annotations
@@ -29,22 +29,34 @@ def row_attention(module, query, key, value, attention_mask, scaling, dropout=0.
     only where it hides one of those keys (a mask that hides nothing may change the kernel's path)."""
     rows, length = query.shape[2], key.shape[2]
     first = length - rows  # the position of the pass's first row
-    hides = [False] * rows
-    if attention_mask is not None:
-        if attention_mask.dtype != torch.bool:
-            attention_mask = attention_mask == 0  # an additive mask: 0 where a key may be seen
-        attention_mask = attention_mask[..., -length:]
-        own = torch.arange(length, device=query.device) <= torch.arange(first, length, device=query.device)[:, None]
-        hides = ((~attention_mask) & own).flatten(end_dim=1).any(-1).any(0).tolist()  # per row
-    outputs = []
-    for row in range(rows):
-        seen = first + row + 1
-        mask = attention_mask[:, :, row:row + 1, :seen] if hides[row] else None
-        outputs.append(torch.nn.functional.scaled_dot_product_attention(
-            query[:, :, row:row + 1], key[:, :, :seen], value[:, :, :seen], attn_mask=mask, scale=scaling,
-            enable_gqa=key.shape[1] != query.shape[1]))
-    output = outputs[0] if rows == 1 else torch.cat(outputs, dim=2)
-    return output.transpose(1, 2).contiguous(), None
+    masks = row_masks(attention_mask, rows, length)
+    gqa = key.shape[1] != query.shape[1]
+    outputs = [torch.nn.functional.scaled_dot_product_attention(
+        row_query, key[:, :, :first + row + 1], value[:, :, :first + row + 1], attn_mask=masks[row], scale=scaling,
+        enable_gqa=gqa).transpose(1, 2) for row, row_query in enumerate(query.split(1, dim=2))]
+    return (outputs[0] if rows == 1 else torch.cat(outputs, dim=1)), None
+
+
+_last_masks = (None, 0, [])  # (attention mask, cache length, its row masks): every layer of a pass gets one mask
+
+
+def row_masks(attention_mask, rows: int, length: int) -> list:
+    """Each row's padding mask over the keys it sees, or None where it hides none of them; worked out once per
+    pass (the layers share the pass's mask) rather than once per layer."""
+    global _last_masks
+    if attention_mask is None:
+        return [None] * rows
+    mask, cached_length, masks = _last_masks
+    if mask is attention_mask and cached_length == length:
+        return masks
+    visible = attention_mask if attention_mask.dtype == torch.bool else attention_mask == 0  # additive: 0 = seen
+    visible = visible[..., -length:]
+    first = length - rows
+    own = torch.arange(length, device=visible.device) <= torch.arange(first, length, device=visible.device)[:, None]
+    hides = ((~visible) & own).flatten(end_dim=1).any(-1).any(0).tolist()  # per row
+    masks = [visible[:, :, row:row + 1, :first + row + 1] if hides[row] else None for row in range(rows)]
+    _last_masks = (attention_mask, length, masks)
+    return masks
 
 
 def rows_alike(heads: int, key_heads: int, head_dim: int, dtype=torch.bfloat16) -> bool:

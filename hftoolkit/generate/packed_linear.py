@@ -154,13 +154,13 @@ def pack_linears(model) -> int:
     groups = linear_groups(model)
     tiles = {}  # one check per weight shape
     for _, linears in groups:
-        shape = (linears[0].in_features, sum(linear.out_features for linear in linears), linears[0].bias is not None)
+        shape = joined_shape(linears)
         if shape not in tiles:
             tiles[shape] = tile_for(joined(linears) if len(linears) > 1 else linears[0])
         if tiles[shape] is None:
             return 0
     for names, linears in groups:
-        shape = (linears[0].in_features, sum(linear.out_features for linear in linears), linears[0].bias is not None)
+        shape = joined_shape(linears)
         if len(linears) == 1:
             _replace(model, names[0], PackedLinear(linears[0], tiles[shape]))
             continue
@@ -168,6 +168,11 @@ def pack_linears(model) -> int:
         for index, name in enumerate(names):
             _replace(model, name, PartOfShared(shared, index))
     return sum(len(names) for names, _ in groups)
+
+
+def joined_shape(linears: list[torch.nn.Linear]) -> tuple[int, int, bool]:
+    """(inputs, outputs, bias or not) of `linears` packed side by side: what the tile check depends on."""
+    return linears[0].in_features, sum(linear.out_features for linear in linears), linears[0].bias is not None
 
 
 def linear_groups(model) -> list[tuple[list[str], list[torch.nn.Linear]]]:

@@ -137,8 +137,8 @@ class Generator:
         prompt-lookup checks keep plain greedy's ids; batches, beams, sampling and prompts keep sdpa, which is
         faster. Nothing changes where the CPU rounds a linear layer's rows differently by pass whatever the tile
         (`pack_linears`); where it does so for the row attention (`rows_alike`), the packed linears stay and
-        bf16 answers decode without prompt lookup. fp32 keeps transformers' layers: its checks already keep the ids, and the row attention
-        measured slower there (benchmarks/answer_speed.py)."""
+        bf16 answers decode without prompt lookup. fp32 keeps transformers' layers: its checks already keep the
+        ids, and the row attention measured slower there (benchmarks/answer_speed.py)."""
         from hftoolkit.generate.packed_linear import can_pack, pack_linears  # heavy: torch
         from hftoolkit.generate.row_attention import NAME, use_row_attention  # heavy: transformers' attention registry
 

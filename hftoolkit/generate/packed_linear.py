@@ -18,6 +18,8 @@ and reads larger matrices, which oneDNN reads faster (`python -m benchmarks.deco
 
 from __future__ import annotations
 
+import itertools
+
 import torch
 
 from hftoolkit.train.precision import cpu_has_bf16_instructions
@@ -63,7 +65,7 @@ class SharedInputLinears(torch.nn.Module):
     def __init__(self, linears: list[torch.nn.Linear], tile: int = 1):
         super().__init__()
         self.packed = PackedLinear(joined(linears), tile)
-        ends = torch.tensor([linear.out_features for linear in linears]).cumsum(0).tolist()
+        ends = list(itertools.accumulate(linear.out_features for linear in linears))
         self.parts = list(zip([0] + ends[:-1], ends))
         self.held = HeldOutput()
 

@@ -125,14 +125,19 @@ def benchmark(checkpoint: str, questions: int = 24, log=print, fp32_row_attentio
             for run in found.values():
                 run["answers_with_other_ids_than_plain_greedy"] = sum(a != b for a, b in zip(run["ids"], plain["ids"]))
             variants.update(found)
+        bf16_before = variants.get("bf16 greedy, transformers' layers")  # the bf16 answers hftoolkit gave before
         for name, run in variants.items():
             run["answers_with_other_ids_than_fp32_before"] = sum(a != b for a, b in zip(run["ids"], reference["ids"]))
+            if bf16_before is not None:
+                run["answers_with_other_ids_than_bf16_before"] = sum(a != b for a, b in zip(run["ids"],
+                                                                                            bf16_before["ids"]))
             run["speedup_over_fp32_before"] = round(run["tokens_per_second"] / reference["tokens_per_second"], 2)
             run["bandwidth_limit_tokens_per_second"] = round(limit, 1)
             log(f"{name:48s} {run['tokens_per_second']:6.2f} tok/s  x{run['speedup_over_fp32_before']:.2f}  median "
                 f"{run['median_latency_s']:.3f} s  other ids than plain greedy: "
                 f"{run['answers_with_other_ids_than_plain_greedy']}, than fp32 before: "
-                f"{run['answers_with_other_ids_than_fp32_before']}  limit {limit:.1f} tok/s")
+                f"{run['answers_with_other_ids_than_fp32_before']}, than bf16 before: "
+                f"{run.get('answers_with_other_ids_than_bf16_before', '-')}  limit {limit:.1f} tok/s")
             results["variants"][name] = {k: v for k, v in run.items() if k != "ids"}
     return results
 

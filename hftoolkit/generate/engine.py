@@ -107,6 +107,7 @@ class Generator:
 
     prompt_lookup_tokens = defaults.PROMPT_LOOKUP_TOKENS  # 0: plain greedy decoding for one answer too
     rows_consistent = False  # set by speed_up() in bf16: a row is rounded alike in passes of one or several rows
+    decode_pass = None  # set by speed_up() with rows_consistent on Llama models: the passes after the prompt
 
     def __init__(self, model, tokenizer, path: str):
         self.model, self.tokenizer, self.path = model, tokenizer, path
@@ -137,14 +138,17 @@ class Generator:
         prompt-lookup checks keep plain greedy's ids; batches, beams, sampling and prompts keep sdpa, which is
         faster. Nothing changes where the CPU rounds a linear layer's rows differently by pass whatever the tile
         (`pack_linears`); where it does so for the row attention (`rows_alike`), the packed linears stay and
-        bf16 answers decode without prompt lookup. fp32 keeps transformers' layers: its checks already keep the
-        ids, and the row attention measured slower there (benchmarks/answer_speed.py)."""
+        bf16 answers decode without prompt lookup. On Llama models the passes after the prompt also skip
+        transformers' wrapping (`DecodePass`, the same logits). fp32 keeps transformers' layers: its checks
+        already keep the ids, and the row attention measured slower there (benchmarks/answer_speed.py)."""
+        from hftoolkit.generate.decode_pass import DecodePass, fits  # heavy: transformers' Llama model
         from hftoolkit.generate.packed_linear import can_pack, pack_linears  # heavy: torch
         from hftoolkit.generate.row_attention import NAME, use_row_attention  # heavy: transformers' attention registry
 
         sdpa = getattr(self.model.config, "_attn_implementation", None) == "sdpa"
         if can_pack(self.model) and sdpa and pack_linears(self.model) and use_row_attention(self.model):
             self.rows_consistent, self.row_attention = True, NAME
+            self.decode_pass = DecodePass(self.model) if fits(self.model) else None
 
     @property
     def context_length(self) -> int:
@@ -241,7 +245,10 @@ class Generator:
         self.model.set_attn_implementation(self.row_attention)  # after the prompt: the same rounding in any pass
         hook = self.model.register_forward_pre_hook(past_the_cache(cache.get_seq_length()), with_kwargs=True)
         try:
-            return self.model.generate(**inputs, **kwargs, **extra, cache=cache)
+            if self.decode_pass is None:
+                return self.model.generate(**inputs, **kwargs, **extra, cache=cache)
+            with self.decode_pass.installed():  # these passes run on the row attention, unwrapped
+                return self.model.generate(**inputs, **kwargs, **extra, cache=cache)
         finally:
             hook.remove()
 
@@ -254,12 +261,15 @@ class Generator:
         would compute the prompt together with the first proposals, so the prompt is computed here by itself,
         with plain decoding and with prompt lookup alike, and only the tokens after it must round alike in
         passes of any length. All but the last prompt token go through the model once here; generate()
-        continues from the cache, with the same results (tested)."""
+        continues from the cache, with the same results (tested). With the unwrapped decode passes
+        (`decode_pass.py`, Llama models) the last token goes through here too and is held for the first pass."""
         beams = num_beams or self.model.generation_config.num_beams or 1
         ids, mask = inputs["input_ids"], inputs["attention_mask"]
         supports_cache = getattr(self.model, "_supports_default_dynamic_cache", lambda: False)()
         if (beams < 2 and not alone) or ids.shape[1] < 2 or not supports_cache:
             return None
+        if alone and self.decode_pass is not None:  # the last token too, held for the first decode pass
+            return self.decode_pass.prompt_pass(ids, mask)
         positions = (mask.cumsum(-1) - 1).clamp(min=0)  # left padding: each prompt counts from its first token
         cache = self.model(input_ids=ids[:, :-1], attention_mask=mask[:, :-1], position_ids=positions[:, :-1],
                            use_cache=True, logits_to_keep=1).cache

@@ -13,7 +13,8 @@ question once, after one warm-up answer; tokens/s is generated tokens (up to the
 second of wall time. The bandwidth limit is weight bytes read per token divided by the copy bandwidth
 measured here: decode at batch 1 reads every weight once per token. The prompt pass (fp32, transformers' layers)
 times one forward pass over each prompt alone: answers can be no faster than their tokens over that time, however
-fast decoding gets.
+fast decoding gets. Each variant's answers are also graded by the quickstart's rule (a key fact stated), since bf16
+rounding changes some answers' ids.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from pathlib import Path
 
 from benchmarks.machine import cpu_line
 from benchmarks.report import write_json
+from hftoolkit.data.answer_match import is_correct
 from hftoolkit.generate.api import TextGenerator
 from hftoolkit.generate.engine import GenerationSettings, Generator
 from hftoolkit.generate.row_attention import use_row_attention
@@ -82,6 +84,12 @@ def answer_all(gen: TextGenerator, texts: list[str], settings: GenerationSetting
             "median_latency_s": round(statistics.median(seconds), 3), "ids": ids}
 
 
+def correct_answers(tokenizer, ids: list[list[int]], rows: list[dict]) -> int:
+    """How many answers state a key fact, by the rule the quickstart's accuracy uses (`answer_match`)."""
+    return sum(is_correct(tokenizer.decode(answer, skip_special_tokens=True), row.get("key_facts") or [row["answer"]])
+               for answer, row in zip(ids, rows))
+
+
 def prompt_pass_bound(gen: TextGenerator, texts: list[str], settings: GenerationSettings, tokens: int) -> dict:
     """Seconds of one forward pass over each prompt (the first thing every answer computes, whatever decodes
     after it), and the tokens/s the answers would reach if decoding their tokens cost nothing."""
@@ -124,6 +132,7 @@ def benchmark(checkpoint: str, questions: int = 24, log=print, fp32_row_attentio
                                                                                 {"prompt_lookup_num_tokens": n})
             for run in found.values():
                 run["answers_with_other_ids_than_plain_greedy"] = sum(a != b for a, b in zip(run["ids"], plain["ids"]))
+                run["correct_answers"] = correct_answers(gen.generator.tokenizer, run["ids"], rows)
             variants.update(found)
         bf16_before = variants.get("bf16 greedy, transformers' layers")  # the bf16 answers hftoolkit gave before
         for name, run in variants.items():
@@ -137,7 +146,8 @@ def benchmark(checkpoint: str, questions: int = 24, log=print, fp32_row_attentio
                 f"{run['median_latency_s']:.3f} s  other ids than plain greedy: "
                 f"{run['answers_with_other_ids_than_plain_greedy']}, than fp32 before: "
                 f"{run['answers_with_other_ids_than_fp32_before']}, than bf16 before: "
-                f"{run.get('answers_with_other_ids_than_bf16_before', '-')}  limit {limit:.1f} tok/s")
+                f"{run.get('answers_with_other_ids_than_bf16_before', '-')}  correct {run['correct_answers']}  "
+                f"limit {limit:.1f} tok/s")
             results["variants"][name] = {k: v for k, v in run.items() if k != "ids"}
     return results
 

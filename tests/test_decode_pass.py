@@ -52,6 +52,12 @@ def test_other_architectures_keep_their_forward():
     assert fits(tiny_llama())
 
 
+def count_rows(model, rows: list) -> None:
+    """Append the rows each pass through the layers computes (the rotary embedding runs once per such pass)."""
+    model.model.rotary_emb.register_forward_pre_hook(
+        lambda module, args, kwargs: rows.append(kwargs["position_ids"].shape[1]), with_kwargs=True)
+
+
 def engine_for(model) -> Generator:
     """An engine on the row attention with the unwrapped passes, as `speed_up` sets one up in bf16 (here fp32,
     so the test runs on any CPU); these tests feed token ids, so no tokenizer."""
@@ -74,7 +80,7 @@ def test_prompt_pass_holds_the_last_token_and_greedy_ids_match_transformers_with
         expected = model.generate(**inputs, **settings)[0, 70:].tolist()  # sdpa throughout
     engine = engine_for(model)
     rows = []  # rows each pass through the layers computes
-    model.model.layers[0].mlp.down_proj.register_forward_pre_hook(lambda module, args: rows.append(args[0].shape[1]))
+    count_rows(model, rows)
     with torch.inference_mode():
         plain = engine.run_generate(inputs, dict(settings))[0, 70:].tolist()
         plain_rows, rows[:] = list(rows), []
@@ -94,7 +100,7 @@ def test_first_pass_with_prompt_lookup_proposes_nothing():
     prompt[0, -1] = prompt[0, 10]  # the last prompt token occurs earlier: transformers would propose after it
     engine = engine_for(model)
     rows = []  # rows each pass through the layers computes
-    model.model.layers[0].mlp.down_proj.register_forward_pre_hook(lambda module, args: rows.append(args[0].shape[1]))
+    count_rows(model, rows)
     with torch.inference_mode():
         engine.run_generate({"input_ids": prompt, "attention_mask": torch.ones_like(prompt)},
                             {"max_new_tokens": 2, "min_new_tokens": 2, "do_sample": False, "num_beams": 1,

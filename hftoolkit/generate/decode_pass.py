@@ -20,7 +20,7 @@ from contextlib import contextmanager
 
 import torch
 from transformers.modeling_outputs import CausalLMOutputWithPast
-from transformers.models.llama.modeling_llama import LlamaDecoderLayer, LlamaForCausalLM, apply_rotary_pos_emb
+from transformers.models.llama.modeling_llama import LlamaDecoderLayer, LlamaForCausalLM, rotate_half
 
 from hftoolkit.generate.row_attention import row_attention
 
@@ -106,9 +106,10 @@ class DecodePass:
         if position_ids is None:
             past = cache.get_seq_length()
             position_ids = torch.arange(past, past + input_ids.shape[1]).unsqueeze(0)
-        position_embeddings = body.rotary_emb(hidden, position_ids=position_ids)
+        cos, sin = body.rotary_emb(hidden, position_ids=position_ids)
+        rotation = cos.unsqueeze(1), sin.unsqueeze(1)  # (batch, 1, rows, head_dim): every layer's heads share it
         for layer in body.layers[:self.model.config.num_hidden_layers]:
-            hidden = decoder_layer(layer, hidden, position_embeddings, cache)
+            hidden = decoder_layer(layer, hidden, rotation, cache)
         hidden = body.norm.forward(hidden)
         if logits_to_keep:  # an int here: the last positions, as transformers' slice_logits_to_keep takes them
             hidden = hidden[:, -logits_to_keep:, :]
@@ -133,8 +134,9 @@ class HeldToken:
         self.position, self.token, self.keys_values, self.logits = position, token, keys_values, logits
 
 
-def decoder_layer(layer: LlamaDecoderLayer, hidden: torch.Tensor, position_embeddings, cache) -> torch.Tensor:
-    """`LlamaDecoderLayer.forward` on the row attention without a mask (every key visible), call for call."""
+def decoder_layer(layer: LlamaDecoderLayer, hidden: torch.Tensor, rotation, cache) -> torch.Tensor:
+    """`LlamaDecoderLayer.forward` on the row attention without a mask (every key visible), call for call;
+    `rotation` is the pass's (cos, sin) as `apply_rotary_pos_emb` unsqueezes them."""
     attention = layer.self_attn
     residual = hidden
     hidden = layer.input_layernorm.forward(hidden)
@@ -143,11 +145,13 @@ def decoder_layer(layer: LlamaDecoderLayer, hidden: torch.Tensor, position_embed
     query = attention.q_proj.forward(hidden).view(hidden_shape).transpose(1, 2)
     key = attention.k_proj.forward(hidden).view(hidden_shape).transpose(1, 2)
     value = attention.v_proj.forward(hidden).view(hidden_shape).transpose(1, 2)
-    cos, sin = position_embeddings
-    query, key = apply_rotary_pos_emb(query, key, cos, sin)
+    cos, sin = rotation
+    query, key = (query * cos) + (rotate_half(query) * sin), (key * cos) + (rotate_half(key) * sin)
     key, value = cache.update(key, value, attention.layer_idx)
     output, _ = row_attention(attention, query, key, value, None, attention.scaling)
     hidden = residual + attention.o_proj.forward(output.reshape(*input_shape, -1).contiguous())
     residual = hidden
     hidden = layer.post_attention_layernorm.forward(hidden)
-    return residual + layer.mlp.forward(hidden)
+    mlp = layer.mlp
+    gated = mlp.act_fn.forward(mlp.gate_proj.forward(hidden)) * mlp.up_proj.forward(hidden)
+    return residual + mlp.down_proj.forward(gated)

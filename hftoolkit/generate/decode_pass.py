@@ -53,10 +53,9 @@ class DecodePass:
             self.held = None
             del model.forward, model._get_candidate_generator  # the class's own methods again
 
-    def prompt_pass(self, ids: torch.Tensor, mask: torch.Tensor):
+    def prompt_pass(self, ids: torch.Tensor, mask: torch.Tensor, positions: torch.Tensor):
         """The whole prompt in one pass of the model as it is set (sdpa); returns the cache of all but the last
         token and holds that token's keys, values and logits for the first decode pass."""
-        positions = (mask.cumsum(-1) - 1).clamp(min=0)  # as generate() counts them
         output = self.model(input_ids=ids, attention_mask=mask, position_ids=positions, use_cache=True,
                             logits_to_keep=1)
         cache = output.cache

@@ -268,9 +268,9 @@ class Generator:
         supports_cache = getattr(self.model, "_supports_default_dynamic_cache", lambda: False)()
         if (beams < 2 and not alone) or ids.shape[1] < 2 or not supports_cache:
             return None
-        if alone and self.decode_pass is not None:  # the last token too, held for the first decode pass
-            return self.decode_pass.prompt_pass(ids, mask)
         positions = (mask.cumsum(-1) - 1).clamp(min=0)  # left padding: each prompt counts from its first token
+        if alone and self.decode_pass is not None:  # the last token too, held for the first decode pass
+            return self.decode_pass.prompt_pass(ids, mask, positions)
         cache = self.model(input_ids=ids[:, :-1], attention_mask=mask[:, :-1], position_ids=positions[:, :-1],
                            use_cache=True, logits_to_keep=1).cache
         if beams > 1:

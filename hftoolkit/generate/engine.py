@@ -9,6 +9,7 @@ chat template, exactly as training rendered it.
 from __future__ import annotations
 
 import time
+from contextlib import nullcontext
 from dataclasses import asdict, dataclass, field
 
 from hftoolkit import defaults
@@ -245,9 +246,8 @@ class Generator:
         self.model.set_attn_implementation(self.row_attention)  # after the prompt: the same rounding in any pass
         hook = self.model.register_forward_pre_hook(past_the_cache(cache.get_seq_length()), with_kwargs=True)
         try:
-            if self.decode_pass is None:
-                return self.model.generate(**inputs, **kwargs, **extra, cache=cache)
-            with self.decode_pass.installed():  # these passes run on the row attention, unwrapped
+            unwrapped = self.decode_pass.installed() if self.decode_pass is not None else nullcontext()
+            with unwrapped:  # these passes run on the row attention, unwrapped where DecodePass fits
                 return self.model.generate(**inputs, **kwargs, **extra, cache=cache)
         finally:
             hook.remove()

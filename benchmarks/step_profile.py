@@ -1,5 +1,6 @@
 """Where one hftoolkit training run spends each step: seconds, page faults and system CPU per step, and
-optionally torch's profiler over two steps.
+optionally torch's profiler over two steps, with its self CPU time summed into kinds of work (matmuls, casts,
+the optimizer, ...) per step.
 
 The training benchmark reports a run's steady rate and its first step; this shows each step on its own, so a
 change to a step's work can be compared step by step (run it before and after, alone), and the first steps'
@@ -25,8 +26,34 @@ from benchmarks.report import write_json
 from benchmarks.train_one import CASES, Meter, case_recipe, run_hftoolkit
 
 
-def step_recorder(steps: list, profile_from: int | None, top: int = 30):
-    """A Trainer callback appending one record per optimizer step; it prints the profiler's table when asked."""
+# kinds of work in a step, by aten op name; the rest is "other element-wise and bookkeeping"
+OP_KINDS = {
+    "matmuls": {"aten::mm", "aten::bmm", "aten::addmm", "aten::baddbmm"},
+    "dtype casts and copies": {"aten::copy_", "aten::_to_copy", "aten::clone"},
+    "gradient norm (clipping)": {"aten::linalg_vector_norm", "aten::_foreach_norm", "aten::norm"},
+    "optimizer": {"aten::_fused_adamw_", "aten::_foreach_mul_", "aten::_foreach_add_", "aten::_foreach_lerp_",
+                  "aten::_foreach_addcmul_", "aten::_foreach_addcdiv_", "aten::_foreach_sqrt"},
+    "output layer log-softmax": {"aten::_log_softmax", "aten::_log_softmax_backward_data", "aten::nll_loss_forward",
+                                 "aten::nll_loss_backward"},
+    "attention softmax and mask": {"aten::_softmax", "aten::_softmax_backward_data", "aten::masked_fill_",
+                                   "aten::_scaled_dot_product_flash_attention_for_cpu",
+                                   "aten::_scaled_dot_product_flash_attention_for_cpu_backward"},
+}
+OTHER = "other element-wise and bookkeeping"
+
+
+def op_kinds(events, steps: int) -> dict:
+    """Self CPU seconds per step of each kind of work in OP_KINDS, from a profiler's `key_averages()`."""
+    seconds = dict.fromkeys([*OP_KINDS, OTHER], 0.0)
+    for event in events:
+        kind = next((kind for kind, names in OP_KINDS.items() if event.key in names), OTHER)
+        seconds[kind] += event.self_cpu_time_total / 1e6
+    return {kind: s / steps for kind, s in seconds.items()}
+
+
+def step_recorder(steps: list, profile_from: int | None, top: int = 30, kinds: dict | None = None):
+    """A Trainer callback appending one record per optimizer step; it prints the profiler's table when asked,
+    and fills `kinds` with the profiled steps' seconds per kind of work."""
     import torch
     from transformers import TrainerCallback
 
@@ -47,8 +74,11 @@ def step_recorder(steps: list, profile_from: int | None, top: int = 30):
                           "user_cpu_s": round(usage.ru_utime - self.usage.ru_utime, 2)})
             if self.profiler is not None and state.global_step == profile_from + 2:
                 self.profiler.__exit__(None, None, None)
-                print(self.profiler.key_averages().table(sort_by="self_cpu_time_total", row_limit=top,
-                                                         max_name_column_width=50), flush=True)
+                events = self.profiler.key_averages()
+                print(events.table(sort_by="self_cpu_time_total", row_limit=top, max_name_column_width=50),
+                      flush=True)
+                if kinds is not None:
+                    kinds.update(op_kinds(events, steps=2))
                 self.profiler = None
 
     return StepRecorder()
@@ -57,12 +87,12 @@ def step_recorder(steps: list, profile_from: int | None, top: int = 30):
 def profile(case: str, steps: int, profile_from: int | None = None, overrides: tuple[str, ...] = ()) -> dict:
     import hftoolkit.train.run as run
 
-    records = []
+    records, kinds = [], {}
     build_trainer = run.build_trainer
 
     def with_recorder(*args, **kwargs):
         trainer, precision = build_trainer(*args, **kwargs)
-        trainer.add_callback(step_recorder(records, profile_from))
+        trainer.add_callback(step_recorder(records, profile_from, kinds=kinds))
         return trainer, precision
 
     run.build_trainer = with_recorder
@@ -78,7 +108,9 @@ def profile(case: str, steps: int, profile_from: int | None = None, overrides: t
     return {"cpu": cpu_line(), "case": case, "overrides": list(overrides), "precision": precision,
             "wall_seconds": round(wall, 1),
             "median_step_after_first_s": round(statistics.median(full), 3) if full else None,
-            "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024, "steps": records}
+            "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024, "steps": records,
+            "profiled_steps": [profile_from + 1, profile_from + 2] if kinds else None,
+            "profiled_seconds_per_step_by_kind": {kind: round(s, 3) for kind, s in kinds.items()} or None}
 
 
 def main() -> None:
@@ -97,6 +129,12 @@ def main() -> None:
     print(f"{result['case']} ({result['precision']}): median step after the first "
           f"{result['median_step_after_first_s']} s, whole run {result['wall_seconds']} s, "
           f"peak RSS {result['peak_rss_mb']} MB")
+    if result["profiled_seconds_per_step_by_kind"]:
+        profiled = [r["seconds"] for r in result["steps"] if r["step"] in result["profiled_steps"]]
+        print(f"steps {result['profiled_steps']} ({sum(profiled) / len(profiled):.3f} s each, profiled), "
+              "self CPU seconds per step:")
+        for kind, seconds in result["profiled_seconds_per_step_by_kind"].items():
+            print(f"  {kind:40s} {seconds:6.3f}")
     write_json(args.out, result)
 
 

@@ -4,7 +4,7 @@ faults, and the profiler's table over the two steps asked for."""
 import torch
 from transformers import GPT2Config, GPT2LMHeadModel, Trainer, TrainingArguments
 
-from benchmarks.step_profile import step_recorder
+from benchmarks.step_profile import OTHER, op_kinds, step_recorder
 
 
 def test_records_every_step_and_profiles_the_two_asked_for(tmp_path, capsys):
@@ -13,14 +13,29 @@ def test_records_every_step_and_profiles_the_two_asked_for(tmp_path, capsys):
     rows = [{"input_ids": torch.randint(0, 100, (16,)).tolist()} for _ in range(8)]
     for row in rows:
         row["labels"] = row["input_ids"]
-    records = []
+    records, kinds = [], {}
     args = TrainingArguments(output_dir=str(tmp_path), per_device_train_batch_size=2, max_steps=4, use_cpu=True,
                              report_to="none", save_strategy="no", logging_strategy="no", disable_tqdm=True)
     trainer = Trainer(model=model, args=args, train_dataset=rows,
                       data_collator=lambda batch: {k: torch.tensor([r[k] for r in batch]) for k in batch[0]})
-    trainer.add_callback(step_recorder(records, profile_from=1))
+    trainer.add_callback(step_recorder(records, profile_from=1, kinds=kinds))
     trainer.train()
     assert [r["step"] for r in records] == [1, 2, 3, 4]
     assert all(r["seconds"] > 0 and r["page_faults"] >= 0 and r["system_cpu_s"] >= 0 for r in records)
     table = capsys.readouterr().out
     assert "Self CPU time total" in table and "aten::mm" in table  # the profiled steps' matmuls, by name
+    # the profiled steps' self CPU time, per step, split into kinds of work: a GPT-2 step multiplies and runs AdamW
+    assert kinds["matmuls"] > 0 and kinds["optimizer"] > 0 and kinds["attention softmax and mask"] >= 0
+    assert kinds["output layer log-softmax"] > 0 and kinds[OTHER] > 0
+
+
+def test_op_kinds_sums_self_time_per_step_by_name():
+    class Event:
+        def __init__(self, key, microseconds):
+            self.key, self.self_cpu_time_total = key, microseconds
+
+    events = [Event("aten::mm", 3e6), Event("aten::bmm", 1e6), Event("aten::_to_copy", 2e6),
+              Event("aten::normal_", 4e6), Event("aten::_fused_adamw_", 0.5e6)]
+    kinds = op_kinds(events, steps=2)
+    assert kinds["matmuls"] == 2.0 and kinds["dtype casts and copies"] == 1.0 and kinds["optimizer"] == 0.25
+    assert kinds[OTHER] == 2.0 and kinds["gradient norm (clipping)"] == 0.0  # normal_ (dropout draws) is no norm

@@ -9,7 +9,8 @@ system CPU (memory touched for the first time) can be told from the steady ones.
     python -m benchmarks.step_profile [CASE] [--steps 10] [--profile-from STEP] [--set KEY=VALUE] [--out FILE.json]
 
 CASE is one of the training benchmark's cases (default smollm2_full_text). Run it under the allocator the
-`hftoolkit` command uses (`LD_PRELOAD=` tcmalloc, as `python -m benchmarks` runs every variant).
+`hftoolkit train` command uses (`LD_PRELOAD=` tcmalloc and `TCMALLOC_RELEASE_RATE=0`, as `python -m benchmarks`
+runs every variant).
 """
 
 from __future__ import annotations

@@ -33,9 +33,10 @@ def run_one(case: str, variant: str, steps: int, work: Path, reference: Path | N
     command = [sys.executable, "-m", "benchmarks.train_one", case, variant, str(out), str(steps)]
     if reference is not None:
         command.append(str(reference))
-    # every variant under the same allocator: tcmalloc where it is installed (as the `hftoolkit` command runs)
+    # every variant under the same allocator and settings: tcmalloc where it is installed, keeping freed memory,
+    # as `hftoolkit train` runs
     plain = {k: v for k, v in os.environ.items() if k != "LD_PRELOAD"}  # also when this process runs under it
-    env = preload_env(plain) or plain
+    env = preload_env(plain, keep_freed_memory=True) or plain
     env = {**env, **cold_caches(out.with_name(out.name + "-caches"))}
     with open(work / f"{case}-{variant}.log", "a") as log:
         done = subprocess.run(command, stdout=subprocess.PIPE, stderr=log, text=True, env=env,

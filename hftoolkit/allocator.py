@@ -6,6 +6,11 @@ them. tcmalloc keeps freed memory for reuse. Measured on SmolLM2-135M (one step 
 bf16 on an AMX CPU 2.21 -> 1.66 s, fp32 4.00 -> 3.39 s (`benchmarks/`, docs/performance.md). An allocator can only be
 chosen before a process starts, so the command starts itself again once with tcmalloc preloaded. Set
 HFTOOLKIT_ALLOCATOR=system to keep the C library's malloc.
+
+For training it also sets TCMALLOC_RELEASE_RATE=0 (unless set already): tcmalloc then never hands freed memory
+back to the kernel, so a step never faults again on pages an earlier one used, and the memory written ahead of
+the first step (`train/warm_memory.py`) stays there for it. A training process's memory stays at its peak until
+it exits, as it would reach that peak again at the next step anyway.
 """
 
 from __future__ import annotations
@@ -18,6 +23,7 @@ OPT_OUT = "HFTOOLKIT_ALLOCATOR"
 LIBRARY = "tcmalloc_minimal"  # Debian/Ubuntu: libtcmalloc-minimal4
 INSTALL_HINT = "apt-get install libtcmalloc-minimal4"
 RESTARTED = "_HFTOOLKIT_LD_PRELOAD_BEFORE"  # set for the restarted process: the LD_PRELOAD it had before
+RELEASE_RATE = "TCMALLOC_RELEASE_RATE"  # tcmalloc reads it once, when it loads; 0: keep what is freed
 
 
 def loaded_tcmalloc() -> str | None:
@@ -33,8 +39,17 @@ def loaded_tcmalloc() -> str | None:
     return None
 
 
-def preload_env(env: dict | None = None) -> dict | None:
-    """`env` with tcmalloc added to LD_PRELOAD, or None when it is not installed or opted out of."""
+def keeps_freed_memory() -> bool:
+    """Whether this process runs under tcmalloc told to keep the memory it frees."""
+    try:
+        return loaded_tcmalloc() is not None and float(os.environ.get(RELEASE_RATE, "")) == 0
+    except ValueError:
+        return False
+
+
+def preload_env(env: dict | None = None, keep_freed_memory: bool = False) -> dict | None:
+    """`env` with tcmalloc added to LD_PRELOAD (and, for training, told to keep freed memory unless the
+    environment says otherwise), or None when it is not installed or opted out of."""
     env = dict(os.environ if env is None else env)
     if env.get(OPT_OUT) == "system" or not sys.platform.startswith("linux"):
         return None
@@ -43,12 +58,15 @@ def preload_env(env: dict | None = None) -> dict | None:
         return None
     env[RESTARTED] = env.get("LD_PRELOAD", "")  # what the restarted process puts back
     env["LD_PRELOAD"] = " ".join(filter(None, [library, env[RESTARTED]]))
+    if keep_freed_memory:
+        env.setdefault(RELEASE_RATE, "0")
     return env
 
 
-def restart_with_tcmalloc() -> None:
+def restart_with_tcmalloc(keep_freed_memory: bool = False) -> None:
     """Replace this process by the same `python -m hftoolkit ...` under tcmalloc, when that is possible and
-    not done yet; afterwards LD_PRELOAD is as it was, so the programs hftoolkit starts keep their malloc."""
+    not done yet; afterwards LD_PRELOAD is as it was, so the programs hftoolkit starts keep their malloc.
+    `keep_freed_memory`: a training command (see the module's docstring)."""
     if RESTARTED in os.environ:  # already restarted (or tcmalloc would not load)
         before = os.environ.pop(RESTARTED)
         if before:
@@ -58,7 +76,7 @@ def restart_with_tcmalloc() -> None:
         return
     if loaded_tcmalloc():
         return
-    env = preload_env()
+    env = preload_env(keep_freed_memory=keep_freed_memory)
     if env is None:
         return
     sys.stdout.flush()
@@ -73,7 +91,7 @@ def describe() -> str:
     """One line for the training log: which allocator this process uses, and how to get the faster one."""
     library = loaded_tcmalloc()
     if library:
-        return f"tcmalloc ({library})"
+        return f"tcmalloc ({library}{', keeping freed memory' if keeps_freed_memory() else ''})"
     if os.environ.get(OPT_OUT) == "system":
         return f"the C library's malloc ({OPT_OUT}=system)"
     return f"the C library's malloc (CPU training runs faster under tcmalloc: {INSTALL_HINT})"

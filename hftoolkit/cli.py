@@ -567,7 +567,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     if argv is None:  # the real command, not a call from Python: restart once under tcmalloc if it is there
-        restart_with_tcmalloc()
+        restart_with_tcmalloc(keep_freed_memory=sys.argv[1:2] in (["train"], ["quickstart"]))
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")  # we tokenize in one process; silence fork warnings
     args = parse_args(argv)
     try:

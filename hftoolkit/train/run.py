@@ -31,7 +31,7 @@ from hftoolkit.models.load import add_lora, build_from_scratch, load_pretrained
 from hftoolkit.recipe.load import to_dict
 from hftoolkit.recipe.schema import Recipe
 from hftoolkit.recipe.validate import planned_steps
-from hftoolkit.train import distributed
+from hftoolkit.train import distributed, warm_memory
 from hftoolkit.train.answer_eval import AnswerAccuracy
 from hftoolkit.train.arguments import training_arguments
 from hftoolkit.train.checks import check_before_training
@@ -53,6 +53,7 @@ def train(recipe: Recipe, resume: bool = False, overwrite: bool = False, log=pri
         return train_preference(recipe, resume=resume, overwrite=overwrite, log=log, force=force)
     check_before_training(recipe)
     out = check_output_dir(recipe.output.dir, resume, overwrite)
+    warm = warm_memory.start(recipe, log)  # pages for the first steps, written while data and model load
     from hftoolkit.train.cpu_kernels import restore  # heavy: torch and the Trainer, once the recipe passed its checks
     from hftoolkit.train.stopping import SafeCheckpoints  # heavy: so that bad input fails in well under a second
 
@@ -121,6 +122,11 @@ def train(recipe: Recipe, resume: bool = False, overwrite: bool = False, log=pri
     safe = SafeCheckpoints(final_save=recipe.output.keep_training_state)
     trainer, precision = build_trainer(recipe, model, tokenizer, blocks, out, labels, answer_accuracy, safe,
                                        log=log)
+    if warm is not None:
+        copied = warm.finish(trainer.model)
+        log(f"memory: {warm.size / 1e9:.1f} GB written in {warm.seconds:.1f} s beside loading"
+            + (f"; {copied / 1e6:.0f} MB of trainable weights copied out of the file they were mapped from"
+               if copied else ""))
     with safe:  # Ctrl-C / SIGTERM: finish the step, save, stop
         result = trainer.train(resume_from_checkpoint=last_trainer_checkpoint(out) if resume else None)
     if safe.stop_signal is not None:

@@ -91,6 +91,8 @@ def train(recipe: Recipe, resume: bool = False, overwrite: bool = False, log=pri
             blocks, stats = streamed_blocks(recipe, loaded, tokenizer)
         else:
             blocks, stats, hit = preprocess(recipe, loaded, tokenizer, labels)
+    if warm is not None and recipe.data.format != "text":
+        warm.add_rows(recipe, stats["train"].get("max_length"))  # streamed rows: block_size
     if check_resume and recipe.data.retrieval is not None:  # the index's fingerprint is part of the data
         check_resume_matches(out, to_dict(recipe), loaded.content_hash)
     if saved_stream is not None:

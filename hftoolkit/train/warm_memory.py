@@ -33,7 +33,7 @@ from hftoolkit.models.registry import known_model, pulled_folder
 CHUNK = 64 << 20  # bytes asked for at a time
 SHARE_OF_AVAILABLE = 0.5  # never warm more than this share of the memory available at the start
 ACTIVATION_BYTES_PER_WIDTH = {"full": 24, "lora": 8}  # saved for the backward, per token, layer and hidden unit
-LOGIT_BYTES = 10  # per text position and vocabulary entry: bf16 logits, their fp32 copy and its gradient
+LOGIT_BYTES = 14  # per text position and vocabulary entry: bf16 logits, fp32 copy, log-softmax, gradient
 
 
 def model_config(recipe) -> dict | None:
@@ -53,24 +53,33 @@ def model_config(recipe) -> dict | None:
         return None
 
 
-def needed_bytes(config: dict, recipe) -> int:
-    """What one process's training steps will allocate beyond the loaded model, estimated from the model's shape
-    and the recipe: the trainable weights' own copy, gradients and AdamW's two moments (16 bytes per trainable
-    weight), bf16 weight copies, activations of one micro-batch and, for text, its logits. 0 when the config
-    lacks a shape it needs."""
-    text = config.get("text_config") or {}  # multimodal configs nest the language model's
-    shape = {**text, **config}
+def model_shape(config: dict) -> dict | None:
+    """width, layers, vocab and inner width from a config.json, under GPT-2's names too; None when one is missing."""
+    shape = {**(config.get("text_config") or {}), **config}  # multimodal configs nest the language model's
     width = shape.get("hidden_size") or shape.get("n_embd") or shape.get("d_model")
     layers = shape.get("num_hidden_layers") or shape.get("n_layer")
     vocab = shape.get("vocab_size")
     if not (width and layers and vocab):
-        return 0
+        return None
     inner = shape.get("intermediate_size") or shape.get("n_inner") or 4 * width
-    weights = vocab * width + layers * (4 * width * width + 3 * width * inner)  # an upper bound (no grouped heads)
+    return {"width": width, "layers": layers, "vocab": vocab, "inner": inner}
+
+
+def needed_bytes(config: dict, recipe, longest: int | None = None) -> int:
+    """What one process's training steps will allocate beyond the loaded model, estimated from the model's shape
+    and the recipe: the trainable weights' own copy, gradients and AdamW's two moments (16 bytes per trainable
+    weight), bf16 weight copies, and a micro-batch's activations and, for text, logits. `longest`: the longest
+    QA/chat row, once preprocessing has told (else block_size); 0 leaves the micro-batch out. 0 when the config
+    lacks a shape it needs."""
+    shape = model_shape(config)
+    if shape is None:
+        return 0
+    width, layers, vocab = shape["width"], shape["layers"], shape["vocab"]
+    weights = vocab * width + layers * (4 * width * width + 3 * width * shape["inner"])  # upper bound: no GQA
     lora = recipe.training.lora.enabled
     trainable = 0 if lora else weights
     bf16_copies = 0 if recipe.training.precision == "fp32" else 2 * weights
-    tokens = recipe.training.batch_size * recipe.preprocess.block_size
+    tokens = recipe.training.batch_size * (recipe.preprocess.block_size if longest is None else longest)
     activations = tokens * layers * width * ACTIVATION_BYTES_PER_WIDTH["lora" if lora else "full"]
     logits = tokens * vocab * LOGIT_BYTES if recipe.data.format == "text" else 0
     return 16 * trainable + bf16_copies + activations + logits
@@ -87,20 +96,28 @@ def available_bytes() -> int:
 
 
 class WarmUp:
-    """Pages written on a background thread, then freed to the allocator for the training tensors."""
+    """Pages written on background threads, then freed to the allocator for the training tensors."""
 
-    def __init__(self, size: int):
-        self.size, self.seconds = size, None
-        self._thread = threading.Thread(target=self._touch, name="hftoolkit-warm-memory", daemon=True)
-        self._thread.start()
+    def __init__(self, size: int, config: dict | None = None):
+        self.config, self.size, self.seconds, self._threads = config, 0, 0.0, []
+        self.add(size)
 
-    def _touch(self) -> None:
+    def add(self, size: int) -> None:
+        """Write `size` bytes more, on a thread of their own (capped at the share of memory available now)."""
+        size = min(size, int(available_bytes() * SHARE_OF_AVAILABLE))
+        if size >= CHUNK:
+            self.size += size
+            thread = threading.Thread(target=self._touch, args=(size,), name="hftoolkit-warm-memory", daemon=True)
+            thread.start()
+            self._threads.append(thread)
+
+    def _touch(self, size: int) -> None:
         libc = ctypes.CDLL(None)  # malloc as the process resolves it: tcmalloc's, preloaded
         libc.malloc.restype, libc.malloc.argtypes = ctypes.c_void_p, [ctypes.c_size_t]
         libc.free.argtypes = [ctypes.c_void_p]
         started, blocks = time.perf_counter(), []
         try:
-            for _ in range(-(-self.size // CHUNK)):
+            for _ in range(-(-size // CHUNK)):
                 block = libc.malloc(CHUNK)
                 if not block:
                     break
@@ -109,12 +126,19 @@ class WarmUp:
         finally:
             for block in blocks:
                 libc.free(block)
-        self.seconds = time.perf_counter() - started
+        self.seconds += time.perf_counter() - started
+
+    def add_rows(self, recipe, longest: int | None) -> None:
+        """QA/chat: the micro-batch's activations, now that preprocessing knows the longest row (rows are
+        padded per batch, so block_size would count far more than most runs touch)."""
+        if self.config is not None:
+            self.add(needed_bytes(self.config, recipe, longest) - needed_bytes(self.config, recipe, 0))
 
     def finish(self, model) -> int:
         """Wait for the pages, then copy the trainable weights that still lie in a file mapping into them;
         returns the bytes copied."""
-        self._thread.join()
+        for thread in self._threads:
+            thread.join()
         return own_trainable_weights(model)
 
 
@@ -150,12 +174,15 @@ def own_trainable_weights(model) -> int:
 
 def start(recipe, log) -> WarmUp | None:
     """A WarmUp sized for this run, or None where it would not pay (no allocator that keeps freed memory, a GPU,
-    several processes, a model whose shape is not known yet)."""
-    if not keeps_freed_memory() or Path("/dev/nvidiactl").exists() or int(os.environ.get("WORLD_SIZE", "1")) > 1:
+    several processes, a model whose shape is not known yet, encoders). For QA/chat rows the micro-batch comes later
+    (`WarmUp.add_rows`)."""
+    if (not keeps_freed_memory() or recipe.model.task != "causal_lm" or Path("/dev/nvidiactl").exists()
+            or int(os.environ.get("WORLD_SIZE", "1")) > 1):
         return None
     config = model_config(recipe)
-    size = min(needed_bytes(config, recipe), int(available_bytes() * SHARE_OF_AVAILABLE)) if config else 0
-    if size < CHUNK:
+    if config is None or model_shape(config) is None:
         return None
-    log(f"memory: writing {size / 1e9:.1f} GB in the background for the first training steps")
-    return WarmUp(size)
+    warm = WarmUp(needed_bytes(config, recipe, None if recipe.data.format == "text" else 0), config)
+    if warm.size:
+        log(f"memory: writing {warm.size / 1e9:.1f} GB in the background for the first training steps")
+    return warm

@@ -22,7 +22,9 @@ import resource, sys, torch
 from hftoolkit.train.warm_memory import WarmUp
 if sys.argv[1] == "warm":
     warm = WarmUp(320 << 20)
-    assert warm.finish(torch.nn.Linear(2, 2)) == 0 and warm.seconds > 0  # a module made in memory: nothing copied
+    warm.wait()
+    assert warm.written == 320 << 20 and warm.seconds > 0
+    assert warm.finish(torch.nn.Linear(2, 2)) == 0  # a module made in memory: nothing to copy
 before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
 tensors = [torch.ones(32 << 20, dtype=torch.uint8) for _ in range(8)]
 print(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)
@@ -42,6 +44,21 @@ def test_pages_written_ahead_are_reused_by_the_tensors_that_follow():
     pages = (256 << 20) // 4096
     assert faults_filling_tensors(warm=False, release_rate="0") > 0.9 * pages  # every page new
     assert faults_filling_tensors(warm=True, release_rate="0") < 0.05 * pages  # the warmed ones, reused
+
+
+def test_finish_stops_writing_where_training_is_ready():
+    import time
+
+    import torch
+
+    from hftoolkit.train.warm_memory import WarmUp
+
+    warm = WarmUp(4 << 30)  # ~5 s of writing on these machines
+    time.sleep(0.3)
+    started = time.perf_counter()
+    warm.finish(torch.nn.Linear(2, 2))
+    assert time.perf_counter() - started < 1.0  # training does not wait for the rest: its first step writes it
+    assert 0 < warm.written < warm.size
 
 
 def test_preload_env_keeps_freed_memory_for_training_only_and_respects_a_set_rate():
@@ -111,7 +128,7 @@ def test_training_command_writes_memory_ahead_and_copies_mapped_weights(tmp_path
     assert "keeping freed memory" in next(line for line in output.splitlines() if line.startswith("memory allocator"))
     written = next(line for line in output.splitlines() if line.startswith("memory: writing "))
     assert float(written.split()[2]) > 0.1  # GB: the 49,152-entry vocabulary's logits for 8 x 64 tokens
-    done_line = next(line for line in output.splitlines() if " GB written in " in line)
+    done_line = next(line for line in output.splitlines() if " GB written ahead in " in line)
     weights = sum(os.path.getsize(tiny_chat_model / f) for f in os.listdir(tiny_chat_model)
                   if f.endswith(".safetensors"))
     copied = int(done_line.split("; ")[1].split(" MB")[0])
@@ -141,5 +158,6 @@ def test_qa_training_sizes_the_micro_batch_by_its_longest_row(tmp_path):
     assert 2e9 < weights_share < rows < needed_bytes(shape, config)  # rows sized by the longest row, not the block
     # the weights' share while loading, the rows' once preprocessing told their length; every weight copied
     assert f"memory: writing {weights_share / 1e9:.1f} GB in the background for the first training steps" in lines
-    written = next(line for line in lines if " GB written in " in line)
-    assert written.startswith(f"memory: {rows / 1e9:.1f} GB written in ") and "538 MB of trainable weights" in written
+    written = next(line for line in lines if " GB written ahead in " in line)
+    assert f" of {rows / 1e9:.1f} GB written ahead in " in written and "538 MB of trainable weights" in written
+    assert 0 < float(written.split()[1]) <= round(rows / 1e9, 1)  # as much as loading left time for

@@ -126,7 +126,8 @@ def train(recipe: Recipe, resume: bool = False, overwrite: bool = False, log=pri
                                        log=log)
     if warm is not None:
         copied = warm.finish(trainer.model)
-        log(f"memory: {warm.size / 1e9:.1f} GB written in {warm.seconds:.1f} s beside loading"
+        log(f"memory: {warm.written / 1e9:.1f} of {warm.size / 1e9:.1f} GB written ahead in {warm.seconds:.1f} s "
+            "beside loading"
             + (f"; {copied / 1e6:.0f} MB of trainable weights copied out of the file they were mapped from"
                if copied else ""))
     with safe:  # Ctrl-C / SIGTERM: finish the step, save, stop

@@ -7,7 +7,9 @@ with AMX the first two steps of a SmolLM2 full fine-tune took 6-9 s and 6 s agai
 most of it in the kernel (docs/performance.md). Two things make the first step a steady one:
 
 - a background thread asks the allocator for the estimated need, writes every page and frees it again while the
-  main thread loads data and model; tcmalloc then hands those pages to the training tensors. This pays only where
+  main thread loads data and model, and stops where training is ready to start (writing ahead is only cheaper
+  than faulting in the step where it overlaps with loading: memory new to the process took 1.4 s per GB on one
+  thread here); tcmalloc then hands those pages to the training tensors. This pays only where
   the allocator keeps what is freed: tcmalloc with TCMALLOC_RELEASE_RATE=0, as `hftoolkit train` runs
   (`allocator.py`); elsewhere nothing is started;
 - transformers maps a safetensors file's weights into memory as they lie in the file (a private file mapping),
@@ -99,7 +101,8 @@ class WarmUp:
     """Pages written on background threads, then freed to the allocator for the training tensors."""
 
     def __init__(self, size: int, config: dict | None = None):
-        self.config, self.size, self.seconds, self._threads = config, 0, 0.0, []
+        self.config, self.size, self.written, self.seconds, self._threads = config, 0, 0, 0.0, []
+        self._stop = threading.Event()
         self.add(size)
 
     def add(self, size: int) -> None:
@@ -118,11 +121,12 @@ class WarmUp:
         started, blocks = time.perf_counter(), []
         try:
             for _ in range(-(-size // CHUNK)):
-                block = libc.malloc(CHUNK)
+                block = None if self._stop.is_set() else libc.malloc(CHUNK)
                 if not block:
                     break
                 ctypes.memset(block, 0, CHUNK)  # ctypes lets go of the GIL: loading goes on meanwhile
                 blocks.append(block)
+                self.written += CHUNK
         finally:
             for block in blocks:
                 libc.free(block)
@@ -134,11 +138,17 @@ class WarmUp:
         if self.config is not None:
             self.add(needed_bytes(self.config, recipe, longest) - needed_bytes(self.config, recipe, 0))
 
-    def finish(self, model) -> int:
-        """Wait for the pages, then copy the trainable weights that still lie in a file mapping into them;
-        returns the bytes copied."""
+    def wait(self) -> None:
+        """Until every page asked for is written (and freed again)."""
         for thread in self._threads:
             thread.join()
+
+    def finish(self, model) -> int:
+        """Stop writing (training is ready: what is not written by now, its first step writes as before), free
+        what was written, then copy the trainable weights that still lie in a file mapping into it; returns the
+        bytes copied."""
+        self._stop.set()
+        self.wait()
         return own_trainable_weights(model)
 
 

@@ -4,20 +4,20 @@ Memory a process writes for the first time costs a page fault per 4 KiB, and on 
 several times more when the host has taken it back (`benchmarks.memory_touch`). A training step needs gigabytes
 at once (gradients, AdamW's two moments, bf16 copies of the weights, activations, logits), so on a 2-core Xeon
 with AMX the first two steps of a SmolLM2 full fine-tune took 6-9 s and 6 s against 3.4 s for the later ones,
-most of it in the kernel (docs/performance.md). Two things make the first step a steady one:
+most of it in the kernel (docs/performance.md). Two things take most of that out of the first step:
 
 - a background thread asks the allocator for the estimated need, writes every page and frees it again while the
   main thread loads data and model, and stops where training is ready to start (writing ahead is only cheaper
   than faulting in the step where it overlaps with loading: memory new to the process took 1.4 s per GB on one
-  thread here); tcmalloc then hands those pages to the training tensors. This pays only where
-  the allocator keeps what is freed: tcmalloc with TCMALLOC_RELEASE_RATE=0, as `hftoolkit train` runs
-  (`allocator.py`); elsewhere nothing is started;
+  thread here); tcmalloc then hands those pages to the training tensors. This pays only where the allocator
+  keeps what is freed: tcmalloc with TCMALLOC_RELEASE_RATE=0, as `hftoolkit train` runs (`allocator.py`);
+  elsewhere nothing is started;
 - transformers maps a safetensors file's weights into memory as they lie in the file (a private file mapping),
   so the first optimizer step writes every trainable weight and the kernel copies each page there and then.
   `WarmUp.finish` copies them once, into the warmed memory, before the first step.
 
-The estimate errs low for fp32 runs and high for short QA examples (it counts every row at block_size); pages it
-warms past the run's need stay with the process until it exits, at most half of the memory available.
+The estimate errs low for fp32 runs (activations in fp32) and high for runs with gradient checkpointing; pages
+written past the run's need stay with the process until it exits, at most half of the memory available.
 """
 
 from __future__ import annotations

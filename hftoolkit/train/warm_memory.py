@@ -107,8 +107,8 @@ class WarmUp:
 
     def add(self, size: int) -> None:
         """Write `size` bytes more, on a thread of their own (capped at the share of memory available now)."""
-        size = min(size, int(available_bytes() * SHARE_OF_AVAILABLE))
-        if size >= CHUNK:
+        size = min(size, int(available_bytes() * SHARE_OF_AVAILABLE)) // CHUNK * CHUNK  # whole chunks
+        if size:
             self.size += size
             thread = threading.Thread(target=self._touch, args=(size,), name="hftoolkit-warm-memory", daemon=True)
             thread.start()
@@ -120,7 +120,7 @@ class WarmUp:
         libc.free.argtypes = [ctypes.c_void_p]
         started, blocks = time.perf_counter(), []
         try:
-            for _ in range(-(-size // CHUNK)):
+            for _ in range(size // CHUNK):
                 block = None if self._stop.is_set() else libc.malloc(CHUNK)
                 if not block:
                     break

@@ -1,12 +1,13 @@
-"""Where one hftoolkit training run spends each step: seconds, page faults and system CPU per step, and
-optionally torch's profiler over two steps, with its self CPU time summed into kinds of work (matmuls, casts,
-the optimizer, ...) per step.
+"""Where one training run (hftoolkit's, or the baseline's) spends each step: seconds, page faults and system
+CPU per step, and optionally torch's profiler over two steps, with its self CPU time summed into kinds of work
+(matmuls, casts, the optimizer, ...) per step.
 
 The training benchmark reports a run's steady rate and its first step; this shows each step on its own, so a
 change to a step's work can be compared step by step (run it before and after, alone), and the first steps'
 system CPU (memory touched for the first time) can be told from the steady ones.
 
-    python -m benchmarks.step_profile [CASE] [--steps 10] [--profile-from STEP] [--set KEY=VALUE] [--out FILE.json]
+    python -m benchmarks.step_profile [CASE] [--variant hftoolkit|baseline] [--steps 10] [--profile-from STEP]
+        [--set KEY=VALUE] [--out FILE.json]
 
 CASE is one of the training benchmark's cases (default smollm2_full_text). Run it under the allocator the
 `hftoolkit train` command uses (`LD_PRELOAD=` tcmalloc and `TCMALLOC_RELEASE_RATE=0`, as `python -m benchmarks`
@@ -22,10 +23,10 @@ import tempfile
 import time
 from pathlib import Path
 
+from benchmarks.baseline import best_precision
 from benchmarks.machine import cpu_line
 from benchmarks.report import write_json
-from benchmarks.train_one import CASES, Meter, case_recipe, run_hftoolkit
-
+from benchmarks.train_one import CASES, VARIANTS, Meter, case_recipe, run_baseline, run_hftoolkit
 
 # kinds of work in a step, by aten op name; the rest is "other element-wise and bookkeeping"
 OP_KINDS = {
@@ -85,29 +86,35 @@ def step_recorder(steps: list, profile_from: int | None, top: int = 30, kinds: d
     return StepRecorder()
 
 
-def profile(case: str, steps: int, profile_from: int | None = None, overrides: tuple[str, ...] = ()) -> dict:
-    import hftoolkit.train.run as run
+class RecordingMeter(Meter):
+    """The benchmark's meter, which also attaches the step recorder to whichever Trainer it watches: the same
+    hook for hftoolkit's trainer and the baseline's."""
 
+    def __init__(self, recorder):
+        super().__init__()
+        self.recorder = recorder
+
+    def watch(self, trainer):
+        super().watch(trainer)
+        trainer.add_callback(self.recorder)
+
+
+def profile(case: str, steps: int, profile_from: int | None = None, overrides: tuple[str, ...] = (),
+            variant: str = "hftoolkit") -> dict:
     records, kinds = [], {}
-    build_trainer = run.build_trainer
-
-    def with_recorder(*args, **kwargs):
-        trainer, precision = build_trainer(*args, **kwargs)
-        trainer.add_callback(step_recorder(records, profile_from, kinds=kinds))
-        return trainer, precision
-
-    run.build_trainer = with_recorder
-    try:
-        with tempfile.TemporaryDirectory() as work:
-            recipe = case_recipe(case, "hftoolkit", Path(work) / "run", steps, overrides)
-            started = time.perf_counter()
-            _, _, _, precision = run_hftoolkit(recipe, Meter())
-            wall = time.perf_counter() - started
-    finally:
-        run.build_trainer = build_trainer
+    meter = RecordingMeter(step_recorder(records, profile_from, kinds=kinds))
+    with tempfile.TemporaryDirectory() as work:
+        recipe = case_recipe(case, variant, Path(work) / "run", steps, overrides)
+        started = time.perf_counter()
+        if variant == "hftoolkit":
+            _, _, _, precision = run_hftoolkit(recipe, meter)
+        else:
+            precision = "fp32" if variant == "baseline_fp32" else best_precision()
+            _, _, _, precision = run_baseline(recipe, CASES[case][1], Path(work) / "run", meter, None, precision)
+        wall = time.perf_counter() - started
     full = [r["seconds"] for r in records[1:]]
-    return {"cpu": cpu_line(), "case": case, "overrides": list(overrides), "precision": precision,
-            "wall_seconds": round(wall, 1),
+    return {"cpu": cpu_line(), "case": case, "variant": variant, "overrides": list(overrides),
+            "precision": precision, "wall_seconds": round(wall, 1),
             "median_step_after_first_s": round(statistics.median(full), 3) if full else None,
             "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024, "steps": records,
             "profiled_steps": [profile_from + 1, profile_from + 2] if kinds else None,
@@ -115,19 +122,22 @@ def profile(case: str, steps: int, profile_from: int | None = None, overrides: t
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description="Seconds per step of one training run (hftoolkit's or the baseline's), "
+                                                 "optionally profiled by kind of work")
     parser.add_argument("case", nargs="?", default="smollm2_full_text", choices=sorted(CASES))
+    parser.add_argument("--variant", default="hftoolkit", choices=VARIANTS,
+                        help="hftoolkit's run or the benchmark's plain-Trainer baseline (same case and steps)")
     parser.add_argument("--steps", type=int, default=10)
     parser.add_argument("--profile-from", type=int, help="print torch's profiler table over steps N+1 and N+2")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                         help="a recipe override on top of the case's (repeatable)")
     parser.add_argument("--out")
     args = parser.parse_args()
-    result = profile(args.case, args.steps, args.profile_from, tuple(args.set))
+    result = profile(args.case, args.steps, args.profile_from, tuple(args.set), args.variant)
     for record in result["steps"]:
         print(f"step {record['step']:3d}  {record['seconds']:6.3f} s  page faults {record['page_faults']:8d}  "
               f"system CPU {record['system_cpu_s']:5.2f} s")
-    print(f"{result['case']} ({result['precision']}): median step after the first "
+    print(f"{result['case']}, {result['variant']} ({result['precision']}): median step after the first "
           f"{result['median_step_after_first_s']} s, whole run {result['wall_seconds']} s, "
           f"peak RSS {result['peak_rss_mb']} MB")
     if result["profiled_seconds_per_step_by_kind"]:

@@ -136,7 +136,8 @@ def test_lora_layers_skip_the_fp32_round_trip_with_the_same_result_under_autocas
     with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
         before = model(input_ids=ids).logits
     changed = cpu_kernels.use_cpu_kernels(model)
-    assert changed == ["14 LoRA layers without the input's round trip to fp32"]  # 2 layers x q k v o gate up down
+    assert changed == ["14 LoRA layers without the input's round trip to fp32",  # 2 layers x q k v o gate up down
+                       "grouped-query attention without repeated keys and values"]
     with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
         after = model(input_ids=ids).logits
     assert torch.equal(before, after)  # bit for bit: autocast casts to bf16 for the matmul either way
@@ -165,8 +166,8 @@ def test_bf16_training_attention_by_matmuls_matches_sdpa_and_keeps_documents_apa
         return logits.detach(), model.model.layers[0].self_attn.q_proj.weight.grad.clone()
 
     plain, plain_grad = logits_and_grad()
-    assert cpu_kernels.use_cpu_kernels(model) == []  # fp32 training: nothing to swap in a Llama
-    assert cpu_kernels.use_cpu_kernels(model, bf16=True) == ["bf16 attention by matmuls up to 512 tokens"]
+    assert cpu_kernels.use_cpu_kernels(model, bf16=True) == ["bf16 attention by matmuls up to 512 tokens",
+                                                              "grouped-query attention without repeated keys and values"]
     assert model.config._attn_implementation == cpu_kernels.NAME
     calls = []
     matmul = torch.matmul
@@ -188,5 +189,40 @@ def test_bf16_training_attention_by_matmuls_matches_sdpa_and_keeps_documents_apa
     start = len(DOCS[0])
     assert (first[:start] - second[:start]).abs().max() > 1e-3
     assert torch.equal(first[start:], second[start:])  # later documents never saw it
+    cpu_kernels.restore(model)
+    assert model.config._attn_implementation == "sdpa"
+
+
+def test_grouped_query_attention_under_a_mask_repeats_no_keys_and_gives_the_same_step(monkeypatch):
+    """fp32 training on packed documents (a boolean mask): sdpa takes the 2 key heads of 4 query heads as they
+    are, where transformers repeats them; the logits and gradients are sdpa's own, documents stay apart."""
+    from transformers import AutoConfig, AutoModelForCausalLM
+    from transformers.integrations import sdpa_attention
+
+    torch.manual_seed(0)
+    config = AutoConfig.for_model("llama", vocab_size=1024, hidden_size=64, intermediate_size=128,
+                                  num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2)
+    model = AutoModelForCausalLM.from_config(config, attn_implementation="sdpa").train()
+    blocks = pack_blocks({"input_ids": DOCS * 2}, block_size=24, pad_id=0)
+    batch = packed_inputs({k: torch.tensor(v) for k, v in blocks.items()})
+    repeats = []
+    repeat_kv = sdpa_attention.repeat_kv
+    monkeypatch.setattr(sdpa_attention, "repeat_kv", lambda *args: repeats.append(1) or repeat_kv(*args))
+
+    def step():
+        model.zero_grad()
+        loss = model(**batch).loss
+        loss.backward()
+        return float(loss), model.model.layers[0].self_attn.k_proj.weight.grad.clone()
+
+    plain_loss, plain_grad = step()
+    assert len(repeats) == 2 * 2  # transformers repeats keys and values in each layer
+    assert cpu_kernels.use_cpu_kernels(model) == ["grouped-query attention without repeated keys and values"]
+    repeats.clear()
+    loss, grad = step()
+    assert repeats == []
+    assert loss == pytest.approx(plain_loss, rel=1e-6) and torch.allclose(grad, plain_grad, atol=1e-6)
+    model.eval()
+    assert documents_kept_apart(model, batch)
     cpu_kernels.restore(model)
     assert model.config._attn_implementation == "sdpa"

@@ -4,20 +4,24 @@ faults, and the profiler's table over the two steps asked for."""
 import torch
 from transformers import GPT2Config, GPT2LMHeadModel, Trainer, TrainingArguments
 
-from benchmarks.step_profile import OTHER, op_kinds, step_recorder
+from benchmarks.step_profile import OTHER, RecordingMeter, op_kinds, step_recorder
 
 
-def test_records_every_step_and_profiles_the_two_asked_for(tmp_path, capsys):
+def tiny_trainer(tmp_path, steps: int = 4) -> Trainer:
     torch.manual_seed(0)
     model = GPT2LMHeadModel(GPT2Config(n_layer=1, n_embd=32, n_head=2, vocab_size=100, n_positions=32))
     rows = [{"input_ids": torch.randint(0, 100, (16,)).tolist()} for _ in range(8)]
     for row in rows:
         row["labels"] = row["input_ids"]
-    records, kinds = [], {}
-    args = TrainingArguments(output_dir=str(tmp_path), per_device_train_batch_size=2, max_steps=4, use_cpu=True,
+    args = TrainingArguments(output_dir=str(tmp_path), per_device_train_batch_size=2, max_steps=steps, use_cpu=True,
                              report_to="none", save_strategy="no", logging_strategy="no", disable_tqdm=True)
-    trainer = Trainer(model=model, args=args, train_dataset=rows,
-                      data_collator=lambda batch: {k: torch.tensor([r[k] for r in batch]) for k in batch[0]})
+    return Trainer(model=model, args=args, train_dataset=rows,
+                   data_collator=lambda batch: {k: torch.tensor([r[k] for r in batch]) for k in batch[0]})
+
+
+def test_records_every_step_and_profiles_the_two_asked_for(tmp_path, capsys):
+    records, kinds = [], {}
+    trainer = tiny_trainer(tmp_path)
     trainer.add_callback(step_recorder(records, profile_from=1, kinds=kinds))
     trainer.train()
     assert [r["step"] for r in records] == [1, 2, 3, 4]
@@ -39,3 +43,14 @@ def test_op_kinds_sums_self_time_per_step_by_name():
     kinds = op_kinds(events, steps=2)
     assert kinds["matmuls"] == 2.0 and kinds["dtype casts and copies"] == 1.0 and kinds["optimizer"] == 0.25
     assert kinds[OTHER] == 2.0 and kinds["gradient norm (clipping)"] == 0.0  # normal_ (dropout draws) is no norm
+
+
+def test_the_meter_records_the_steps_of_whichever_trainer_it_watches(tmp_path):
+    """hftoolkit's run and the baseline's both call the benchmark meter's `watch`: the recorder rides on it, so
+    `--variant baseline` profiles the plain Trainer's steps the same way."""
+    records = []
+    trainer = tiny_trainer(tmp_path, steps=3)
+    meter = RecordingMeter(step_recorder(records, profile_from=None))
+    meter.watch(trainer)
+    trainer.train()
+    assert [r["step"] for r in records] == [1, 2, 3]

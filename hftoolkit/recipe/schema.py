@@ -171,6 +171,8 @@ class TrainingSection:
         "eval_loss", "what early stopping and best-checkpoint selection watch (answer_accuracy needs "
                      "training.answer_accuracy: true)")
     eval_on_start: bool = knob(True, "evaluate before the first step, as the baseline the run is judged against")
+    reuse_start_eval: bool = knob(True, "reuse the evaluation on start of an earlier run with the same model "
+                                        "files, validation blocks, precision and eval batch (causal LMs)")
     precision: Literal["auto", "bf16", "fp32"] = knob(
         "auto", "auto: bf16 autocast on a GPU with bf16 or a CPU whose bf16 matmul is measured faster than "
                 "fp32, else fp32")

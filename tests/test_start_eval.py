@@ -2,7 +2,9 @@
 reused by the next run that would measure the same thing; anything that changes it measures it again."""
 
 import json
+import os
 import shutil
+from pathlib import Path
 
 import pytest
 from conftest import tiny_recipe
@@ -24,7 +26,14 @@ def run(tmp_path, model, name: str, *overrides: str) -> tuple[dict, list[str]]:
     return first, lines
 
 
-def test_a_second_run_reuses_the_start_evaluation_and_a_change_measures_it_again(tmp_path, tiny_chat_model):
+def test_a_second_run_reuses_the_start_evaluation_and_a_change_measures_it_again(tmp_path, tiny_chat_model,
+                                                                                  monkeypatch):
+    # a cache of its own: other tests of the session train the same files (a copy keeps names, sizes and times,
+    # so it rightly shares their key) on the same validation text
+    cache = tmp_path / "cache"
+    cache.mkdir()
+    (cache / "models").symlink_to(Path(os.environ["HFTOOLKIT_CACHE"]) / "models", target_is_directory=True)
+    monkeypatch.setenv("HFTOOLKIT_CACHE", str(cache))
     model = tmp_path / "model"
     shutil.copytree(tiny_chat_model, model)
     measured, lines = run(tmp_path, model, "a")

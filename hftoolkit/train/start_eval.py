@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 from pathlib import Path
 
 from hftoolkit.data.cache import cache_key
@@ -78,7 +79,7 @@ def store_start_eval(key: str | None, log_history: list[dict]) -> None:
         return
     metrics = {k: v for k, v in first.items() if k.startswith("eval_") and not k.endswith(SKIPPED)}
     path = cache_dir("start_eval") / f"{key}.json"
-    staged = path.with_name(f".{path.name}.tmp")
+    staged = path.with_name(f".{path.name}.{os.getpid()}.tmp")  # runs sharing the cache never share a staging file
     staged.write_text(json.dumps(metrics, sort_keys=True))
     staged.replace(path)
 

@@ -2,10 +2,11 @@
 token ids compared with plain greedy decoding, and the memory-bandwidth limit of this machine.
 
 Each precision runs twice: with transformers' own layers (hftoolkit before) and with hftoolkit's generation
-layers (`Generator.speed_up`: bf16 linears packed for oneDNN and row-consistent attention; fp32 generation
-keeps transformers' layers, and its second run measures the row attention alone).
+layers as `Generator.load` sets them up (`Generator.speed_up`: bf16 linears packed for oneDNN and row-consistent
+attention; fp32 linears packed for oneDNN on a CPU without bf16 instructions; elsewhere fp32 keeps transformers'
+layers and its second run is left out).
 
-    python -m benchmarks.answer_speed CHECKPOINT [--questions 24] [--out FILE.json] [--no-fp32-row-attention]
+    python -m benchmarks.answer_speed CHECKPOINT [--questions 24] [--out FILE.json]
 
 Questions are the held-out car questions with the passages the checkpoint's own retrieval puts in the prompt
 (answers copy spans of them, which is what prompt-lookup decoding exploits). Each variant answers every
@@ -30,7 +31,7 @@ from benchmarks.report import write_json
 from hftoolkit.data.answer_match import is_correct
 from hftoolkit.generate.api import TextGenerator
 from hftoolkit.generate.engine import GenerationSettings, Generator
-from hftoolkit.generate.row_attention import use_row_attention
+from hftoolkit.generate.packed_linear import can_pack
 from hftoolkit.train.precision import cpu_has_bf16_instructions
 
 HELDOUT = Path(__file__).resolve().parent.parent / "hftoolkit/corpora/cars/qa/heldout.jsonl"
@@ -102,7 +103,7 @@ def prompt_pass_bound(gen: TextGenerator, texts: list[str], settings: Generation
     return {"prompt_seconds": round(seconds, 2), "tokens_per_second_if_decoding_were_free": round(tokens / seconds, 1)}
 
 
-def benchmark(checkpoint: str, questions: int = 24, log=print, fp32_row_attention: bool = True) -> dict:
+def benchmark(checkpoint: str, questions: int = 24, log=print) -> dict:
     rows = [json.loads(line) for line in HELDOUT.read_text().splitlines()][:questions]
     settings = GenerationSettings(max_new_tokens=64, num_beams=1)  # greedy, whatever the checkpoint suggests
     bandwidth = copy_bandwidth_gb_s()
@@ -114,13 +115,11 @@ def benchmark(checkpoint: str, questions: int = 24, log=print, fp32_row_attentio
         texts = [text for text, _ in gen.prepare([r["question"] for r in rows], True, settings.max_new_tokens)]
         variants = {}
         for layers in ("transformers' layers", "hftoolkit's layers"):
-            if precision == "fp32" and layers.startswith("hftoolkit") and not fp32_row_attention:
-                continue
             gen._generator = Generator.load(checkpoint, precision, speed_up=layers.startswith("hftoolkit"))
             if not layers.startswith("hftoolkit"):  # packed weights are buffers: count the plain parameters
                 limit = bandwidth * 1e9 / weight_bytes(gen.generator.model)
-            if precision == "fp32" and layers.startswith("hftoolkit"):
-                use_row_attention(gen._generator.model)  # measured only: fp32 generation keeps sdpa
+            elif not can_pack(gen.generator.model):  # the same layers as the run before
+                continue
             plain = answer_all(gen, texts, settings, {})
             if reference is None:  # what the prompts alone cost, at the answers' own token count
                 results["prompt_pass"] = prompt_pass_bound(gen, texts, settings, plain["tokens"])
@@ -157,11 +156,9 @@ def main() -> None:
     parser.add_argument("checkpoint")
     parser.add_argument("--questions", type=int, default=24)
     parser.add_argument("--out")
-    parser.add_argument("--no-fp32-row-attention", action="store_true",
-                        help="leave out the fp32 runs on hftoolkit's layers (generation never uses them in fp32)")
     args = parser.parse_args()
     print(cpu_line())
-    results = benchmark(args.checkpoint, args.questions, fp32_row_attention=not args.no_fp32_row_attention)
+    results = benchmark(args.checkpoint, args.questions)
     write_json(args.out, results)
 
 

@@ -53,9 +53,27 @@ def op_kinds(events, steps: int) -> dict:
     return {kind: s / steps for kind, s in seconds.items()}
 
 
-def step_recorder(steps: list, profile_from: int | None, top: int = 30, kinds: dict | None = None):
+def matmuls_by_layout(events, steps: int) -> list[dict]:
+    """Self CPU seconds per step of each matmul op by its inputs' shapes and strides (the same product on
+    transposed or strided operands takes other kernels), slowest first, from a profiler's `events()`."""
+    rows = {}
+    for event in events:
+        if event.name not in OP_KINDS["matmuls"]:
+            continue
+        key = (event.name, str(event.input_shapes), str(getattr(event, "structured_input_strides", None)))
+        calls, seconds = rows.get(key, (0, 0.0))
+        rows[key] = (calls + 1, seconds + event.self_cpu_time_total / 1e6)
+    return sorted(({"op": op, "shapes": shapes, "strides": strides, "calls_per_step": calls / steps,
+                    "self_seconds_per_step": round(seconds / steps, 6)}
+                   for (op, shapes, strides), (calls, seconds) in rows.items()),
+                  key=lambda row: -row["self_seconds_per_step"])
+
+
+def step_recorder(steps: list, profile_from: int | None, top: int = 30, kinds: dict | None = None,
+                  layouts: list | None = None):
     """A Trainer callback appending one record per optimizer step; it prints the profiler's table when asked,
-    and fills `kinds` with the profiled steps' seconds per kind of work."""
+    and fills `kinds` with the profiled steps' seconds per kind of work and `layouts` (when given) with their
+    matmuls by shapes and strides."""
     import torch
     from transformers import TrainerCallback
 
@@ -64,7 +82,8 @@ def step_recorder(steps: list, profile_from: int | None, top: int = 30, kinds: d
 
         def on_step_begin(self, args, state, control, **kwargs):
             if profile_from is not None and state.global_step == profile_from:
-                self.profiler = torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU])
+                self.profiler = torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU],
+                                                       record_shapes=layouts is not None)
                 self.profiler.__enter__()
             self.usage, self.started = resource.getrusage(resource.RUSAGE_SELF), time.perf_counter()
 
@@ -81,6 +100,8 @@ def step_recorder(steps: list, profile_from: int | None, top: int = 30, kinds: d
                       flush=True)
                 if kinds is not None:
                     kinds.update(op_kinds(events, steps=2))
+                if layouts is not None:
+                    layouts.extend(matmuls_by_layout(self.profiler.events(), steps=2))
                 self.profiler = None
 
     return StepRecorder()
@@ -100,9 +121,9 @@ class RecordingMeter(Meter):
 
 
 def profile(case: str, steps: int, profile_from: int | None = None, overrides: tuple[str, ...] = (),
-            variant: str = "hftoolkit") -> dict:
-    records, kinds = [], {}
-    meter = RecordingMeter(step_recorder(records, profile_from, kinds=kinds))
+            variant: str = "hftoolkit", by_layout: bool = False) -> dict:
+    records, kinds, layouts = [], {}, ([] if by_layout else None)
+    meter = RecordingMeter(step_recorder(records, profile_from, kinds=kinds, layouts=layouts))
     with tempfile.TemporaryDirectory() as work:
         recipe = case_recipe(case, variant, Path(work) / "run", steps, overrides)
         started = time.perf_counter()
@@ -118,7 +139,8 @@ def profile(case: str, steps: int, profile_from: int | None = None, overrides: t
             "median_step_after_first_s": round(statistics.median(full), 3) if full else None,
             "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024, "steps": records,
             "profiled_steps": [profile_from + 1, profile_from + 2] if kinds else None,
-            "profiled_seconds_per_step_by_kind": {kind: round(s, 3) for kind, s in kinds.items()} or None}
+            "profiled_seconds_per_step_by_kind": {kind: round(s, 3) for kind, s in kinds.items()} or None,
+            "profiled_matmuls_by_layout": layouts}
 
 
 def main() -> None:
@@ -131,9 +153,11 @@ def main() -> None:
     parser.add_argument("--profile-from", type=int, help="print torch's profiler table over steps N+1 and N+2")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                         help="a recipe override on top of the case's (repeatable)")
+    parser.add_argument("--by-layout", action="store_true",
+                        help="also record the profiled matmuls by their inputs' shapes and strides (into --out)")
     parser.add_argument("--out")
     args = parser.parse_args()
-    result = profile(args.case, args.steps, args.profile_from, tuple(args.set), args.variant)
+    result = profile(args.case, args.steps, args.profile_from, tuple(args.set), args.variant, args.by_layout)
     for record in result["steps"]:
         print(f"step {record['step']:3d}  {record['seconds']:6.3f} s  page faults {record['page_faults']:8d}  "
               f"system CPU {record['system_cpu_s']:5.2f} s")

@@ -64,7 +64,8 @@ def engine_for(model) -> Generator:
     engine = Generator.__new__(Generator)
     engine.model = model
     assert use_row_attention(model)
-    engine.rows_consistent, engine.row_attention, engine.decode_pass = True, NAME, DecodePass(model)
+    engine.rows_consistent = engine.row_passes = True
+    engine.row_attention, engine.decode_pass = NAME, DecodePass(model)
     return engine
 
 

@@ -1,4 +1,4 @@
-"""Generation layers (`Generator.speed_up`): row-consistent attention and packed bf16 linears.
+"""Generation layers (`Generator.speed_up`): row-consistent attention and packed bf16 or fp32 linears.
 
 Both must compute what transformers' own layers compute, and round a token's row alike in every forward pass
 that holds it, which is what lets prompt-lookup decoding keep plain greedy's ids. A tiny random Llama keeps
@@ -170,3 +170,43 @@ def test_row_check_accepts_rows_alike_and_refuses_rows_that_depend_on_the_pass(m
     assert not rows.rows_alike(9, 3, 64)
     model = tiny_llama()
     assert not rows.use_row_attention(model) and model.config._attn_implementation == "sdpa"
+
+
+def test_fp32_generation_packs_its_linears_where_the_cpu_has_no_bf16_instructions_and_keeps_the_ids():
+    """fp32 generation on a CPU without bf16 instructions: linear layers through oneDNN's fp32 kernel (faster one-
+    and few-row passes), one greedy answer's passes after its prompt on the row attention and unwrapped. No row
+    consistency is claimed (fp32 rows differ in the last bits by pass, as torch's own layers' do); the logits stay
+    transformers' within fp32 rounding, and greedy ids, with and without prompt lookup, stay theirs."""
+    import copy
+
+    from hftoolkit.generate.decode_pass import DecodePass
+    from hftoolkit.generate.engine import Generator
+    from hftoolkit.train.precision import cpu_has_bf16_instructions
+
+    model = tiny_llama(seed=3)
+    reference = copy.deepcopy(model)
+    engine = Generator.__new__(Generator)  # speed_up() needs the model only; this test feeds token ids
+    engine.model = model
+    engine.speed_up()
+    packed = sum(isinstance(m, PackedLinear) for m in model.modules())
+    if cpu_has_bf16_instructions() or not torch.backends.mkldnn.is_available():  # fp32 keeps torch's layers there
+        assert not can_pack(model) and packed == 0 and type(model.lm_head) is torch.nn.Linear
+        assert not engine.row_passes and model.config._attn_implementation == "sdpa"
+        return
+    assert can_pack(model) and packed == 9  # per layer: q/k/v as one, o, gate/up as one, down; and the head
+    assert isinstance(model.model.layers[1].mlp.up_proj, PartOfShared) and model.lm_head.tile == 1
+    assert engine.row_passes and not engine.rows_consistent and isinstance(engine.decode_pass, DecodePass)
+    ids = torch.randint(3, 300, (1, 150))
+    model.set_attn_implementation("sdpa")  # as run_generate sets it for prompts
+    for rows in (1, 3, 6, 150):  # a decode pass, prompt-lookup checks, a prompt
+        got, expected = logits(model, ids[:, :rows]), logits(reference, ids[:, :rows])
+        assert torch.allclose(got, expected, atol=1e-5, rtol=1e-5), (rows, (got - expected).abs().max())
+    prompt = torch.randint(3, 300, (1, 90))
+    prompt[0, 60:70] = prompt[0, 10:20]  # something for prompt lookup to find
+    inputs = {"input_ids": prompt, "attention_mask": torch.ones_like(prompt)}
+    settings = {"max_new_tokens": 40, "min_new_tokens": 40, "do_sample": False, "num_beams": 1}
+    with torch.inference_mode():
+        expected = reference.generate(**inputs, **settings)[0, 90:].tolist()
+        plain = engine.run_generate(inputs, dict(settings))[0, 90:].tolist()
+        looked_up = engine.run_generate(inputs, {**settings, "prompt_lookup_num_tokens": 5})[0, 90:].tolist()
+    assert plain == expected and looked_up == expected

@@ -146,7 +146,7 @@ def test_prompt_lookup_gives_plain_greedy_ids_in_fewer_forward_passes(smollm2, b
     """One greedy answer from retrieved passages: prompt-lookup decoding (the default at batch 1) returns
     exactly plain greedy's token ids and answers, in fewer forward passes (answers copy the passages)."""
     from hftoolkit.generate.api import TextGenerator
-    from hftoolkit.generate.engine import GenerationSettings
+    from hftoolkit.generate.engine import GenerationSettings, Generator
     from hftoolkit.generate.packed_linear import PackedLinear, can_pack
 
     questions = ["How often should brake fluid be replaced?", "What is the minimum legal tread depth?",
@@ -172,8 +172,16 @@ def test_prompt_lookup_gives_plain_greedy_ids_in_fewer_forward_passes(smollm2, b
     plain, plain_ids, plain_passes = answer(0)
     looked_up, lookup_ids, lookup_passes = answer(5)
     assert looked_up == plain and lookup_ids == plain_ids
+    if can_pack(engine.model):  # fp32 on a CPU without bf16 instructions: oneDNN's fp32 linears, same answers
+        assert isinstance(engine.model.lm_head, PackedLinear)
+        own_layers = TextGenerator(str(smollm2), cache="off", context=str(brakes_tyres_index), log=lambda m: None)
+        own_layers._generator = Generator.load(str(smollm2), "fp32", speed_up=False)
+        assert [(c.completion, c.tokens) for c in own_layers.generate(questions, chat=True, settings=settings,
+                                                                      batch_size=1)] == plain
     assert sum(tokens for _, tokens in plain) > 30
-    assert plain_passes == sum(tokens for _, tokens in plain)  # plain greedy: one pass per token
+    # plain greedy: one pass per token, and on the row passes one more per answer: its prompt alone (the first
+    # token's pass then takes what that pass held)
+    assert plain_passes == sum(tokens for _, tokens in plain) + len(questions) * engine.row_passes
     assert lookup_passes < 0.8 * plain_passes, (lookup_passes, plain_passes)
     print(f"forward passes: {plain_passes} plain, {lookup_passes} with prompt lookup")
     assert engine._with_prompt_lookup(engine._generate_kwargs(settings), 2) == engine._generate_kwargs(settings)

@@ -54,3 +54,21 @@ def test_the_meter_records_the_steps_of_whichever_trainer_it_watches(tmp_path):
     meter.watch(trainer)
     trainer.train()
     assert [r["step"] for r in records] == [1, 2, 3]
+
+
+def test_matmuls_by_layout_tell_shapes_and_strides_apart(tmp_path):
+    """GPT-2's projections multiply [tokens, width] by [width, out]; its backward multiplies transposed views.
+    The rows group the profiled steps' matmuls by shapes and strides, per step, slowest first."""
+    records, layouts = [], []
+    trainer = tiny_trainer(tmp_path)
+    trainer.add_callback(step_recorder(records, profile_from=1, layouts=layouts))
+    trainer.train()
+    assert layouts and all(row["op"] in {"aten::mm", "aten::bmm", "aten::addmm", "aten::baddbmm"} for row in layouts)
+    seconds = [row["self_seconds_per_step"] for row in layouts]
+    assert seconds == sorted(seconds, reverse=True) and seconds[0] > 0
+    rows = {(row["op"], row["shapes"], row["strides"]): row["calls_per_step"] for row in layouts}
+    # the output layer, forward: 2 x 16 tokens of width 32 times the 100-word embedding, read transposed in place
+    assert rows[("aten::mm", "[[32, 32], [32, 100]]", "[[32, 1], [1, 32]]")] == 1.0
+    # the same shapes on other strides are other rows: the attention output projection's forward and backward
+    assert {strides for (op, shapes, strides) in rows if op == "aten::mm" and shapes == "[[32, 32], [32, 32]]"} == \
+        {"[[32, 1], [1, 32]]", "[[1, 32], [32, 1]]"}

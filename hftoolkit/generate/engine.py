@@ -108,7 +108,8 @@ class Generator:
 
     prompt_lookup_tokens = defaults.PROMPT_LOOKUP_TOKENS  # 0: plain greedy decoding for one answer too
     rows_consistent = False  # set by speed_up() in bf16: a row is rounded alike in passes of one or several rows
-    decode_pass = None  # set by speed_up() with rows_consistent on Llama models: the passes after the prompt
+    row_passes = False  # set by speed_up(): one greedy answer's prompt is computed alone, later passes by rows
+    decode_pass = None  # set by speed_up() with row_passes on Llama models: the passes after the prompt
 
     def __init__(self, model, tokenizer, path: str):
         self.model, self.tokenizer, self.path = model, tokenizer, path
@@ -134,21 +135,29 @@ class Generator:
         return engine
 
     def speed_up(self) -> None:
-        """bf16 on a CPU with bf16 instructions: linear layers packed for oneDNN (faster decoding) and, for one
-        greedy answer, attention that rounds a token's row alike in every pass (models on sdpa attention), so
-        prompt-lookup checks keep plain greedy's ids; batches, beams, sampling and prompts keep sdpa, which is
-        faster. Nothing changes where the CPU rounds a linear layer's rows differently by pass whatever the tile
-        (`pack_linears`); where it does so for the row attention (`rows_alike`), the packed linears stay and
-        bf16 answers decode without prompt lookup. On Llama models the passes after the prompt also skip
-        transformers' wrapping (`DecodePass`, the same logits). fp32 keeps transformers' layers: its checks
-        already keep the ids, and the row attention measured slower there (benchmarks/answer_speed.py)."""
+        """On a CPU, models on sdpa attention: linear layers packed for oneDNN (`pack_linears`: bf16 where the CPU
+        has bf16 instructions, fp32 where it has none) and, for one greedy answer, attention computed row by row
+        after the prompt (`use_row_attention`); batches, beams, sampling and prompts keep sdpa, which is faster.
+        On Llama models those passes also skip transformers' wrapping (`DecodePass`, the same logits).
+
+        bf16: the packed linears and the row attention round a token's row alike in every pass, so prompt-lookup
+        checks keep plain greedy's ids by construction; nothing changes where the CPU rounds a linear layer's rows
+        differently by pass whatever the tile, and where it does so for the row attention (`rows_alike`), the
+        packed linears stay and bf16 answers decode without prompt lookup. fp32: the packed linears run every pass
+        whole, as torch's fp32 layers do, and their rows differ in the last bits between passes of one and several
+        rows as torch's do; the checks keep plain greedy's ids as measured on real answers (tested, and
+        benchmarks/answer_speed.py), as they did on transformers' layers. fp32 on a CPU with bf16 instructions
+        keeps transformers' layers (generation there runs in bf16 unless asked; not measured)."""
+        import torch
+
         from hftoolkit.generate.decode_pass import DecodePass, fits  # heavy: transformers' Llama model
         from hftoolkit.generate.packed_linear import can_pack, pack_linears  # heavy: torch
         from hftoolkit.generate.row_attention import NAME, use_row_attention  # heavy: transformers' attention registry
 
         sdpa = getattr(self.model.config, "_attn_implementation", None) == "sdpa"
         if can_pack(self.model) and sdpa and pack_linears(self.model) and use_row_attention(self.model):
-            self.rows_consistent, self.row_attention = True, NAME
+            self.row_passes, self.row_attention = True, NAME
+            self.rows_consistent = self.model.dtype == torch.bfloat16
             self.decode_pass = DecodePass(self.model) if fits(self.model) else None
 
     @property
@@ -229,14 +238,14 @@ class Generator:
 
     def run_generate(self, inputs, kwargs: dict, **extra):
         """`model.generate` for encoded prompts (inside inference mode); beam search, and one greedy answer on
-        row-consistent layers, start from one pass over the prompt."""
+        the row passes (`speed_up`), start from one pass over the prompt."""
         lookup = kwargs.get("prompt_lookup_num_tokens") or 0
         if inputs["input_ids"].shape[1] + kwargs.get("max_new_tokens", 0) + lookup > self.context_length:
             # transformers (5.x) caps the proposals by the prompt's length, not by max_length: near the end of the
             # context a check ran past the model's positions (GPT-2: an IndexError). Plain greedy: the same ids
             kwargs = without_prompt_lookup(kwargs)
-        by_rows = self.rows_consistent and self._one_greedy_answer(kwargs, inputs["input_ids"].shape[0])
-        if self.rows_consistent:
+        by_rows = self.row_passes and self._one_greedy_answer(kwargs, inputs["input_ids"].shape[0])
+        if self.row_passes:
             self.model.set_attn_implementation("sdpa")
         cache = self._prompt_cache(inputs, kwargs.get("num_beams"), alone=by_rows)
         if cache is None or not by_rows:
@@ -257,7 +266,7 @@ class Generator:
 
         Beams: generate() copies every prompt num_beams times before its first forward pass, so beam search
         ran each prompt num_beams times; with retrieved passages the prompt is most of the work (short
-        answers after ~250 prompt tokens). `alone` (one greedy answer on row-consistent layers): prompt lookup
+        answers after ~250 prompt tokens). `alone` (one greedy answer on the row passes): prompt lookup
         would compute the prompt together with the first proposals, so the prompt is computed here by itself,
         with plain decoding and with prompt lookup alike, and only the tokens after it must round alike in
         passes of any length. All but the last prompt token go through the model once here; generate()

@@ -1,4 +1,5 @@
-"""bf16 linear layers for generation on a CPU, with each weight laid out once for oneDNN.
+"""Linear layers for generation on a CPU, with each weight laid out once for oneDNN: bf16 where the CPU has bf16
+instructions, fp32 where it has none.
 
 A decode step at batch 1 multiplies one row by every weight matrix, so it is bound by how fast the weights are
 read; oneDNN's bf16 kernel on a weight reordered in advance reads them faster than torch's plain bf16 path for a
@@ -9,6 +10,12 @@ down projection) rounded a row differently alone and among 2-16 rows, but alike 
 So `pack_linears` checks each weight shape once on random rows and picks the smallest tile that rounds alike
 (1: passes run as they are), or packs nothing. Longer passes (prompts, batches) run whole. The layers compute what
 `nn.Linear` computes; only inference uses them (`Generator.speed_up`).
+
+fp32, on a CPU without bf16 instructions (where generation runs in fp32): oneDNN's fp32 kernel on a reordered
+weight read one token's SmolLM2 linears in 33-37 ms against 41-47 ms for torch's, and a prompt-lookup check of 2-6
+rows in 54-63 ms against 85-109 ms (2-core AVX2-only EPYC). Its rows do not round alike alone and among others, and
+neither do torch's fp32 layers': fp32 passes run whole (tile 1, nothing checked), and prompt lookup keeps plain
+greedy's ids in fp32 as measured on real answers, not by construction (`benchmarks/answer_speed.py`).
 
 Layers that read the same input (a transformer block's query, key and value projections; its MLP's gate and up
 projections) are packed as one weight and computed in one call: a decode step makes 4 calls per block instead of 7
@@ -139,18 +146,24 @@ def tile_for(linear: torch.nn.Linear) -> int | None:
 
 
 def can_pack(model) -> bool:
-    """bf16 weights on a CPU with bf16 instructions (AMX, or AVX-512 BF16 without it), where oneDNN's bf16 kernels
-    were measured faster (benchmarks/answer_speed.py); other CPUs keep torch's layers."""
-    return (model.device.type == "cpu" and model.dtype == torch.bfloat16 and torch.backends.mkldnn.is_available()
-            and torch.ops.mkldnn._is_mkldnn_bf16_supported() and cpu_has_bf16_instructions())
+    """bf16 weights on a CPU with bf16 instructions (AMX, or AVX-512 BF16 without it), fp32 weights on a CPU
+    without them: where oneDNN's kernels were measured faster (benchmarks/answer_speed.py). fp32 on a CPU with bf16
+    instructions (generation there runs in bf16 unless asked) keeps torch's layers: not measured."""
+    if model.device.type != "cpu" or not torch.backends.mkldnn.is_available():
+        return False
+    if model.dtype == torch.float32:
+        return not cpu_has_bf16_instructions()
+    return (model.dtype == torch.bfloat16 and torch.ops.mkldnn._is_mkldnn_bf16_supported()
+            and cpu_has_bf16_instructions())
 
 
 def pack_linears(model) -> int:
-    """Replace every `nn.Linear` of a bf16 CPU model with a `PackedLinear`, siblings that read the same input
-    (`SHARED_INPUT`) with one `SharedInputLinears`; the number of layers replaced, 0 when this CPU rounds some
-    shape's rows differently by pass in every tile tried (nothing is replaced then).
+    """Replace every `nn.Linear` of a CPU model `can_pack` accepts with a `PackedLinear`, siblings that read the
+    same input (`SHARED_INPUT`) with one `SharedInputLinears`; the number of layers replaced. bf16: 0 when this
+    CPU rounds some shape's rows differently by pass in every tile tried (nothing is replaced then); fp32: passes
+    run whole (see the module's docstring).
 
-    A tied output layer gets its own packed copy (the embedding keeps the original), a few tens of MB."""
+    A tied output layer gets its own packed copy (the embedding keeps the original), a few tens of MB in bf16."""
     if not can_pack(model):
         return 0
     groups = linear_groups(model)
@@ -158,7 +171,8 @@ def pack_linears(model) -> int:
     for _, linears in groups:
         shape = joined_shape(linears)
         if shape not in tiles:
-            tiles[shape] = tile_for(joined(linears) if len(linears) > 1 else linears[0])
+            tiles[shape] = 1 if model.dtype == torch.float32 else tile_for(joined(linears) if len(linears) > 1
+                                                                             else linears[0])
         if tiles[shape] is None:
             return 0
     for names, linears in groups:

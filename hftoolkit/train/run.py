@@ -27,7 +27,7 @@ from hftoolkit.data.stream_documents import DocumentSource
 from hftoolkit.data.stream_position import read_position
 from hftoolkit.data.stream_splits import load_streamed
 from hftoolkit.errors import TrainingStopped
-from hftoolkit.models.load import add_lora, build_from_scratch, load_pretrained, resolve_model_path
+from hftoolkit.models.load import add_lora, build_from_scratch, load_pretrained
 from hftoolkit.recipe.load import to_dict
 from hftoolkit.recipe.schema import Recipe
 from hftoolkit.recipe.validate import planned_steps
@@ -41,7 +41,7 @@ from hftoolkit.train.metrics import headline, perplexity
 from hftoolkit.train.precision import resolve_precision
 from hftoolkit.train.preference import train_preference
 from hftoolkit.train.save import save_checkpoint
-from hftoolkit.train.start_eval import cached_start_eval, logged_at_start, start_eval_key, store_start_eval
+from hftoolkit.train.start_eval import reuse_start_eval, store_start_eval
 from hftoolkit.train.tensorboard import tensorboard_callback
 
 
@@ -125,16 +125,7 @@ def train(recipe: Recipe, resume: bool = False, overwrite: bool = False, log=pri
     safe = SafeCheckpoints(final_save=recipe.output.keep_training_state)
     trainer, precision = build_trainer(recipe, model, tokenizer, blocks, out, labels, answer_accuracy, safe,
                                        log=log)
-    start_key = None
-    if not resume:
-        folder = None if recipe.model.from_scratch else resolve_model_path(recipe.model.name, lambda m: None)
-        start_key = start_eval_key(recipe, folder or "", blocks["validation"], precision, distributed.world_size())
-    reused = cached_start_eval(start_key)
-    if reused is not None:
-        trainer.args.eval_on_start = False
-        trainer.add_callback(logged_at_start(trainer, reused))
-        log(f"evaluation on start: reused (loss {reused['eval_loss']:.4f}), measured by an earlier run on the same "
-            "model files, validation blocks, precision and eval batch; training.reuse_start_eval=false measures it")
+    start_key = None if resume else reuse_start_eval(recipe, trainer, blocks["validation"], precision, log)
     if warm is not None:
         copied = warm.finish(trainer.model)
         log(f"memory: {warm.written / 1e9:.1f} of {warm.size / 1e9:.1f} GB written ahead in {warm.seconds:.1f} s "
@@ -148,7 +139,7 @@ def train(recipe: Recipe, resume: bool = False, overwrite: bool = False, log=pri
                               f"{last_trainer_checkpoint(out)} is saved: run the same command with --resume to "
                               "continue", safe.stop_signal)
     final_eval = final_evaluation(trainer)
-    if distributed.is_main() and reused is None:
+    if distributed.is_main():
         store_start_eval(start_key, trainer.state.log_history)
 
     restore(trainer.model)

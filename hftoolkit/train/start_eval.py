@@ -17,7 +17,9 @@ import os
 from pathlib import Path
 
 from hftoolkit.data.cache import cache_key
+from hftoolkit.models.load import resolve_model_path
 from hftoolkit.paths import cache_dir
+from hftoolkit.train.distributed import world_size
 
 SKIPPED = ("_runtime", "_samples_per_second", "_steps_per_second")  # timings of the run that measured it
 
@@ -95,3 +97,18 @@ def logged_at_start(trainer, metrics: dict):
                 trainer.log({**metrics, "start_eval_reused": 1})
 
     return StartEvalReused()
+
+
+def reuse_start_eval(recipe, trainer, validation, precision: str, log) -> str | None:
+    """Before training: log a cached evaluation on start in place of measuring it again when one matches. Returns
+    the key under which this run keeps the one it measures (`store_start_eval`), None when there is none to keep."""
+    folder = None if recipe.model.from_scratch else resolve_model_path(recipe.model.name, lambda m: None)
+    key = start_eval_key(recipe, folder or "", validation, precision, world_size())
+    reused = cached_start_eval(key)
+    if reused is None:
+        return key
+    trainer.args.eval_on_start = False
+    trainer.add_callback(logged_at_start(trainer, reused))
+    log(f"evaluation on start: reused (loss {reused['eval_loss']:.4f}), measured by an earlier run on the same "
+        "model files, validation blocks, precision and eval batch; training.reuse_start_eval=false measures it")
+    return None

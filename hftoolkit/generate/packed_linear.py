@@ -12,7 +12,7 @@ So `pack_linears` checks each weight shape once on random rows and picks the sma
 `nn.Linear` computes; only inference uses them (`Generator.speed_up`).
 
 fp32, on a CPU without bf16 instructions (where generation runs in fp32): oneDNN's fp32 kernel on a reordered
-weight read one token's SmolLM2 linears in 33-37 ms against 41-47 ms for torch's, and a prompt-lookup check of 2-6
+weight read one token's SmolLM2 linears in 33-37 ms against 41-53 ms for torch's, and a prompt-lookup check of 2-6
 rows in 54-63 ms against 85-109 ms (2-core AVX2-only EPYC). Its rows do not round alike alone and among others, and
 neither do torch's fp32 layers': fp32 passes run whole (tile 1, nothing checked), and prompt lookup keeps plain
 greedy's ids in fp32 as measured on real answers, not by construction (`benchmarks/answer_speed.py`).

@@ -29,9 +29,30 @@ def require_new(dest: str | Path, flag: str = "destination") -> Path:
 
 def _staging_beside(target: Path) -> Path:
     target.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
-    staging.chmod(0o755)
-    return staging
+    return Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
+
+
+def process_umask() -> int:
+    """The umask, read where Linux shows it: setting it to read it (os.umask) would change it for every thread."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def open_modes(path: Path) -> None:
+    """Give `path` (and all under it) the modes a plain `open` or `mkdir` would: temporary names (mkstemp,
+    mkdtemp, and safetensors' own writer) are created owner-only, which would keep a checkpoint's weights from
+    a colleague or a server's account while its other files are readable."""
+    mask = process_umask()
+    for item in [path, *(path.rglob("*") if path.is_dir() else ())]:
+        if not item.is_symlink():
+            item.chmod((0o777 if item.is_dir() else 0o666) & ~mask)
 
 
 def write_new_folder(dest: str | Path, write: Callable[[Path], None]) -> Path:
@@ -40,6 +61,7 @@ def write_new_folder(dest: str | Path, write: Callable[[Path], None]) -> Path:
     staging = _staging_beside(target)
     try:
         write(staging)
+        open_modes(staging)
         if target.exists():
             target.rmdir()
         staging.rename(target)
@@ -53,6 +75,7 @@ def replace_cached(dest: Path, write: Callable[[Path], None]) -> Path:
     staging = _staging_beside(dest)
     try:
         write(staging)
+        open_modes(staging)
         shutil.rmtree(dest, ignore_errors=True)
         staging.rename(dest)
     finally:
@@ -69,6 +92,7 @@ def write_into_folder(out: Path, write: Callable[[Path], None], last: str,
     shutil.rmtree(staging, ignore_errors=True)  # a crashed save of ours, by its reserved name
     staging.mkdir(parents=True)
     write(staging)
+    open_modes(staging)
     items = sorted(staging.iterdir(), key=lambda p: p.name == last)
     before_move(items, staging)
     for item in items:
@@ -116,6 +140,7 @@ def write_new_file(dest: str | Path, write: Callable[[Path], None], flag: str) -
     os.close(handle)
     try:
         write(Path(staging))
+        open_modes(Path(staging))
         os.replace(staging, target)
     finally:
         Path(staging).unlink(missing_ok=True)

@@ -44,11 +44,13 @@ def tiny_recipe(tmp_path: Path, **sections) -> Path:
     return path
 
 
-def run_cli(*args, timeout=600, env=None, cwd=REPO) -> subprocess.CompletedProcess:
-    """Run the real `hftoolkit` entry point in a subprocess (this checkout's package, from any `cwd`)."""
+def run_cli(*args, timeout=600, env=None, cwd=REPO, umask: int | None = None) -> subprocess.CompletedProcess:
+    """Run the real `hftoolkit` entry point in a subprocess (this checkout's package, from any `cwd`; `umask`: the
+    one the user's shell would set)."""
     path = os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))
     return subprocess.run([sys.executable, "-m", "hftoolkit", *map(str, args)], capture_output=True, text=True,
-                          timeout=timeout, env={**os.environ, "PYTHONPATH": path, **(env or {})}, cwd=cwd)
+                          timeout=timeout, env={**os.environ, "PYTHONPATH": path, **(env or {})}, cwd=cwd,
+                          preexec_fn=None if umask is None else lambda: os.umask(umask))
 
 
 def run_plain_python(code: str, timeout=300) -> subprocess.CompletedProcess:

@@ -29,6 +29,11 @@ def workspace(tmp_path_factory, tiny_gpt, tiny_chat_model) -> Path:
     (ws / "no_label.jsonl").write_text(json.dumps({"text": "the brakes squeal"}) + "\n")
     (ws / "no_question.jsonl").write_text(json.dumps({"answer": "two years"}) + "\n")
     (ws / "not_json.jsonl").write_text("{this is not json\n")
+    (ws / "question_number.jsonl").write_text(json.dumps({"question": 7, "answer": "two years"}) + "\n")
+    (ws / "no_reference.jsonl").write_text(json.dumps({"question": "When is brake fluid due?"}) + "\n")
+    qa = [{"question": "When is brake fluid due?", "answer": "Every two years.", "key_facts": ["two years"]},
+          {"question": "How thick is a pad?", "answer": "About 10 mm.", "key_facts": "10 mm"}]
+    (ws / "facts_text.jsonl").write_text("".join(json.dumps(row) + "\n" for row in qa))
     (ws / "prompts.txt").write_text("")
     (ws / "user_folder").mkdir()
     (ws / "user_folder" / "notes.txt").write_text("mine")
@@ -79,6 +84,8 @@ def workspace(tmp_path_factory, tiny_gpt, tiny_chat_model) -> Path:
     recipe("qa_no_question", data__train=str(ws / "no_question.jsonl"), data__format="qa",
            data__validation=str(ws / "no_question.jsonl"), model__from_scratch=None, model__name=str(tiny_chat_model))
     recipe("not_json", data__train=str(ws / "not_json.jsonl"))
+    recipe("qa_facts_text", data__train=str(ws / "facts_text.jsonl"), data__format="qa",
+           data__validation=str(ws / "facts_text.jsonl"), model__from_scratch=None, model__name=str(tiny_chat_model))
     recipe("no_label", data__train=str(ws / "no_label.jsonl"), data__validation=str(ws / "no_label.jsonl"),
            model__task="classification", model__from_scratch=None, model__name="minilm-l6")
     recipe("unknown_model", model__from_scratch=None, model__name="not-a-model")
@@ -151,6 +158,24 @@ CASES = [  # (id, argv with {ws}, text the one error line must contain)
     ("classify-causal-lm", ["classify", "{ws}/gpt", "squeal"], "not a classifier"),
     ("fill-mask-causal-lm", ["fill-mask", "{ws}/gpt", "the [MASK] pads"], "{ws}/gpt"),
     ("eval-data-missing", ["eval", "{ws}/gpt", "--data", "{ws}/nowhere.jsonl"], "nowhere.jsonl"),
+    ("eval-question-not-text", ["eval", "{ws}/gpt", "--data", "{ws}/question_number.jsonl"],
+     "--data: row 1 of '{ws}/question_number.jsonl': 'question' must be a non-blank text (got 7)"),
+    ("eval-no-reference", ["eval", "{ws}/gpt", "--data", "{ws}/no_reference.jsonl"],
+     "row 1 of '{ws}/no_reference.jsonl': no 'answer' or 'key_facts' to score the answer against"),
+    ("eval-key-facts-text", ["eval", "{ws}/gpt", "--data", "{ws}/facts_text.jsonl"],
+     "row 2 of '{ws}/facts_text.jsonl': 'key_facts' must be a list of texts"),
+    ("mistakes-key-facts-text", ["data", "mistakes", "{ws}/gpt", "--data", "{ws}/facts_text.jsonl", "--out",
+                                 "{ws}/pairs.jsonl"], "row 2 of '{ws}/facts_text.jsonl': 'key_facts'"),
+    ("train-key-facts-text", ["train", "{ws}/qa_facts_text.yaml"],
+     "data.train: row 2 of '{ws}/facts_text.jsonl': 'key_facts' must be a list of texts"),
+    ("temperature-negative", ["generate", "{ws}/gpt", "hi", "--temperature", "-1", "--cache", "off"],
+     "--temperature: -1.0 must be 0 (no sampling) or more"),
+    ("top-p-above-one", ["generate", "{ws}/gpt", "hi", "--top-p", "2", "--cache", "off"],
+     "--top-p: 2.0 must be above 0 and at most 1"),
+    ("sample-top-k-zero", ["generate", "{ws}/gpt", "hi", "--sample-top-k", "0", "--cache", "off"],
+     "--sample-top-k: 0 must be at least 1"),
+    ("repetition-penalty-zero", ["generate", "{ws}/gpt", "hi", "--repetition-penalty", "0", "--cache", "off"],
+     "--repetition-penalty: 0.0 must be above 0"),
     ("merge-not-an-adapter", ["merge", "{ws}/gpt", "{ws}/merged"], "adapter"),
     ("index-search-not-index", ["index", "search", "{ws}/user_folder", "brakes"], "user_folder"),
     ("index-chunk-too-small", ["index", "build", "{ws}/good.txt", "--out", "{ws}/idx", "--chunk-tokens", "8"],

@@ -54,6 +54,25 @@ def test_overwrite_deletes_only_what_the_run_wrote(tmp_path):
     assert "notes.md" not in manifest and {"config.json", "model.safetensors", "metrics.json"} <= set(manifest)
 
 
+def test_written_files_take_the_users_umask_not_owner_only(tmp_path):
+    """safetensors (0.8) and temporary names create files owner-only; a checkpoint, its HDF5 export and the folder
+    converted back get the modes the user's umask gives any file, so a colleague or a server's account can read
+    the weights as they read the config. (Before: model.safetensors and the .h5 were 0600 under umask 022.)"""
+    run = tmp_path / "run"
+    assert run_cli("train", tiny_recipe(tmp_path, training={"max_steps": 1}), umask=0o027).returncode == 0
+    assert run_cli("convert", run, tmp_path / "weights.h5", umask=0o022).returncode == 0
+    assert run_cli("convert", tmp_path / "weights.h5", tmp_path / "back", umask=0o002).returncode == 0
+
+    def mode(path):
+        return oct(path.stat().st_mode & 0o777)
+
+    assert {name: mode(run / name) for name in ("model.safetensors", "config.json", "tokenizer.json")} == \
+        dict.fromkeys(("model.safetensors", "config.json", "tokenizer.json"), "0o640")
+    assert mode(run) == mode(run / "logs") == "0o750"
+    assert mode(tmp_path / "weights.h5") == "0o644"
+    assert mode(tmp_path / "back") == "0o775" and mode(tmp_path / "back" / "model.safetensors") == "0o664"
+
+
 def test_a_user_folder_where_the_checkpoint_writes_a_file_is_never_deleted(tmp_path):
     recipe = tiny_recipe(tmp_path, training={"max_steps": 2})
     run = tmp_path / "run"

@@ -7,6 +7,7 @@ import json
 
 from hftoolkit import defaults
 from hftoolkit.app.generation import resolve_generation_precision
+from hftoolkit.data.qa_rows import scoring_rows
 from hftoolkit.data.sources import load_split
 from hftoolkit.errors import UserError
 from hftoolkit.evaluation.encoder import evaluate_encoder, head_of
@@ -43,10 +44,11 @@ def find_mistakes(checkpoint: str, data: str, out: str, system: str | None = Non
     if "question" not in rows.column_names or "answer" not in rows.column_names:
         raise UserError(f"--data: '{data}' needs 'question' and 'answer' columns (columns: "
                         f"{', '.join(rows.column_names)})")
+    questions = scoring_rows(rows, "--data", data, need_answer=True)
     generator = TextGenerator(checkpoint, cache="off", system=system, log=log, context=context, top_k=top_k,
                               context_tokens=context_tokens, sentences=sentences,
                               precision=resolve_generation_precision(precision, log))
-    pairs, totals = mistake_pairs(generator, list(rows), batch_size or defaults.EVAL_GENERATION_BATCH)
+    pairs, totals = mistake_pairs(generator, questions, batch_size or defaults.EVAL_GENERATION_BATCH)
     if not pairs:
         raise UserError(f"--data: the checkpoint answered all {totals['total']} questions right; there are no "
                         "mistakes to learn from")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from hftoolkit import defaults
+from hftoolkit.data.qa_rows import scoring_rows
 from hftoolkit.data.sources import load_split
 from hftoolkit.errors import UserError
 from hftoolkit.evaluation.perplexity import text_perplexity
@@ -19,9 +20,10 @@ def evaluate_causal_lm(checkpoint: str, data: str, system: str | None = None, ba
     get perplexity. `precision`: fp32 or bf16 weights."""
     rows = load_split(data, "--data")
     if "question" in rows.column_names:
+        questions = scoring_rows(rows, "--data", data)  # before any weights load
         generator = TextGenerator(checkpoint, cache="off", system=system, log=log, context=context, top_k=top_k,
                                   context_tokens=context_tokens, sentences=sentences, precision=precision)
-        result = qa_accuracy(generator, list(rows), batch_size)
+        result = qa_accuracy(generator, questions, batch_size)
         result["retrieval"] = generator.context.retriever.path if generator.context else None
         return result
     if text_column not in rows.column_names:

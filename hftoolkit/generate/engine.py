@@ -31,6 +31,20 @@ class GenerationSettings:
     greedy: bool = False  # no sampling even when the checkpoint's generation_config asks to sample (evaluation)
     num_beams: int | None = None  # None: the checkpoint's generation_config (output.num_beams; default 1)
 
+    def __post_init__(self):
+        """Out-of-range knobs are named here, before any weights load (transformers would fail later, mid-run)."""
+        ranges = (("--max-new-tokens", self.max_new_tokens, self.max_new_tokens >= 1, "at least 1"),
+                  ("--temperature", self.temperature, self.temperature is None or self.temperature >= 0,
+                   "0 (no sampling) or more"),
+                  ("--top-p", self.top_p, self.top_p is None or 0 < self.top_p <= 1, "above 0 and at most 1"),
+                  ("--sample-top-k", self.top_k, self.top_k is None or self.top_k >= 1, "at least 1"),
+                  ("--repetition-penalty", self.repetition_penalty,
+                   self.repetition_penalty is None or self.repetition_penalty > 0, "above 0 (1 is none)"),
+                  ("num_beams", self.num_beams, self.num_beams is None or self.num_beams >= 1, "at least 1"))
+        for flag, value, fits, wanted in ranges:
+            if not fits:
+                raise UserError(f"{flag}: {value} must be {wanted}")
+
     @property
     def sampling(self) -> bool:
         """Any sampling knob samples: top_p/top_k alone use the checkpoint's temperature (default 1.0)."""

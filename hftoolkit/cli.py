@@ -497,6 +497,9 @@ def cmd_data_import(args) -> None:
     done = app.import_files(args.files, args.to, args.table, args.format)
     print(f"{redact(args.to)} table {args.table}: {done.rows_added} rows added from {done.files} file(s), "
           f"{done.duplicates} already there; {done.rows_in_table} rows in all")
+    if done.left_out:
+        print(f"left out {', '.join(done.left_out)}: table {args.table} has no such column (made before hftoolkit "
+              "kept them); import into a new --table to keep them")
 
 
 def cmd_data_show(args) -> None:

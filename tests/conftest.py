@@ -53,6 +53,15 @@ def run_cli(*args, timeout=600, env=None, cwd=REPO, umask: int | None = None) ->
                           preexec_fn=None if umask is None else lambda: os.umask(umask))
 
 
+def start_cli(*args, log: Path) -> subprocess.Popen:
+    """`run_cli` in the background, its output into `log` (a pipe nobody reads would fill and stall it): for a run
+    that must still be going while the test does something else."""
+    path = os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))
+    with open(log, "w") as out:
+        return subprocess.Popen([sys.executable, "-m", "hftoolkit", *map(str, args)], stdout=out,
+                                stderr=subprocess.STDOUT, env={**os.environ, "PYTHONPATH": path}, cwd=REPO)
+
+
 def run_plain_python(code: str, timeout=300) -> subprocess.CompletedProcess:
     """Run code in a fresh interpreter that must not import hftoolkit."""
     guard = "import sys\nclass _Block:\n    def find_spec(self, name, *a):\n" \

@@ -99,16 +99,36 @@ def test_import_skips_duplicates_and_keeps_formats(tmp_path):
     assert f"1 rows added from 1 file(s), 1 already there; {len(rows) + 1} rows in all" in third.stdout
     shown = json.loads(run_cli("data", "show", uri, "--table", "qa", "--rows", "2", "--json").stdout)
     assert shown["rows"] == len(rows) + 1
-    assert shown["columns"] == ["id", "question", "answer", "content_hash"]
+    assert shown["columns"] == ["id", "question", "answer", "key_facts", "content_hash"]
     assert [r["question"] for r in shown["first"]] == [rows[0]["question"], rows[1]["question"]]
+    from hftoolkit.data.splits import load_data
+    from hftoolkit.recipe.schema import DataSection, SqlSource
+
+    # the key facts scoring and retrieval read come back as the file's lists (before, import dropped them)
+    table = SqlSource(uri=uri, table="qa")
+    loaded = load_data(DataSection(train=table, validation=table, format="qa"), seed=1)
+    assert list(loaded.validation["key_facts"]) == [row["key_facts"] for row in rows] + [None]
+    heldout = REPO / "hftoolkit/corpora/cars/qa/heldout.jsonl"
+    assert run_cli("data", "import", heldout, "--to", uri, "--table", "heldout", "--format", "qa").returncode == 0
+    first_heldout = json.loads(heldout.read_text().splitlines()[0])
+    shown = json.loads(run_cli("data", "show", uri, "--table", "heldout", "--rows", "1", "--json").stdout)
+    assert shown["columns"] == ["id", "question", "answer", "key_facts", "group", "content_hash"]
+    assert json.loads(shown["first"][0]["key_facts"]) == first_heldout["key_facts"]
+    assert shown["first"][0]["group"] == first_heldout["group"] == "corpus_only"
+    import sqlite3
+
+    with sqlite3.connect(db) as made_before:  # a table from before key facts were kept
+        made_before.execute("CREATE TABLE old_qa (id INTEGER PRIMARY KEY AUTOINCREMENT, question TEXT, answer TEXT, "
+                            "content_hash VARCHAR(64) NOT NULL UNIQUE)")
+    for added in (len(rows), 0):
+        into_old = run_cli("data", "import", qa, "--to", uri, "--table", "old_qa", "--format", "qa")
+        assert f"{added} rows added from 1 file(s)" in into_old.stdout, into_old.stderr[-2000:]
+        assert "left out key_facts: table old_qa has no such column" in into_old.stdout
 
     chat = tmp_path / "chat.jsonl"
     messages = [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Hello, driver."}]
     chat.write_text(json.dumps({"messages": messages}) + "\n")
     assert run_cli("data", "import", chat, "--to", uri, "--table", "chats", "--format", "chat").returncode == 0
-    from hftoolkit.data.splits import load_data
-    from hftoolkit.recipe.schema import DataSection, SqlSource
-
     source = SqlSource(uri=uri, table="chats")
     loaded = load_data(DataSection(train=source, validation=source, format="chat"), seed=1)
     assert loaded.train[0]["messages"] == messages  # JSON text in the table, messages again in training

@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from conftest import run_cli, tiny_recipe
+from conftest import run_cli, start_cli, tiny_recipe
 from redis_server import RedisServer
 
 
@@ -22,6 +22,33 @@ def test_overwrite_refuses_a_folder_hftoolkit_did_not_write(tmp_path):
                                    "(no checkpoints/.hftoolkit_run), so it is never deleted; choose another "
                                    "--output-dir, or empty the folder yourself")
     assert sorted(p.name for p in mine.iterdir()) == ["notes.txt"] and (mine / "notes.txt").read_text() == "my notes"
+
+
+def test_a_second_run_into_a_folder_being_written_is_refused(tmp_path):
+    """A run still writing its folder holds it: a second run there, with --overwrite or --resume, is refused in one
+    line before it reads anything, and the first finishes whole. (Before: --overwrite cleared the first's files
+    from under it.) Once the first has ended, the folder is free again."""
+    recipe = tiny_recipe(tmp_path, training={"max_steps": 1500, "eval_steps": 5000, "save_steps": 5000})
+    run = tmp_path / "run"
+    log = tmp_path / "first.log"
+    first = start_cli("train", recipe, log=log)
+    try:
+        deadline = time.time() + 300
+        while not (run / "checkpoints" / ".hftoolkit_run").is_file():  # claimed, so data and model have loaded
+            assert first.poll() is None and time.time() < deadline, log.read_text()[-2000:]
+            time.sleep(0.2)
+        for flag in ("--overwrite", "--resume"):
+            second = run_cli("train", recipe, flag)
+            assert second.returncode == 2 and second.stderr.strip() == (
+                f"hftoolkit: error: output dir '{run}' is being written by another hftoolkit run; wait for it to "
+                "end, or choose another --output-dir")
+        assert first.poll() is None  # the refusals came while the first was still training
+        assert first.wait(timeout=600) == 0, log.read_text()[-2000:]
+    finally:
+        first.kill()
+    assert json.loads((run / "metrics.json").read_text())["train_steps"] == 1500
+    again = run_cli("train", recipe, "training.max_steps=2", "--overwrite")
+    assert again.returncode == 0 and json.loads((run / "metrics.json").read_text())["train_steps"] == 2
 
 
 def test_overwrite_deletes_only_what_the_run_wrote(tmp_path):

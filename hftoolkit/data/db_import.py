@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 from hftoolkit import defaults
+from hftoolkit.data.qa_rows import checked_key_facts
 from hftoolkit.data.sources import load_split, require_columns
-from hftoolkit.db.importer import FORMAT_COLUMNS, ImportResult, check_import, import_rows
+from hftoolkit.db.importer import FORMAT_COLUMNS, OPTIONAL_COLUMNS, ImportResult, check_import, import_rows
 from hftoolkit.errors import UserError
 
 
@@ -16,7 +17,8 @@ def import_files(files: list[str], uri: str, table: str, data_format: str = defa
 
 
 def read_rows(files: list[str], data_format: str) -> list:
-    """Each file as a Dataset with the format's columns, checked before anything is written."""
+    """Each file as a Dataset with the format's columns (and its optional ones the file has), checked before
+    anything is written."""
     columns = FORMAT_COLUMNS[data_format]
     splits = []
     for file in files:
@@ -25,5 +27,8 @@ def read_rows(files: list[str], data_format: str) -> list:
         if data_format == "classification" and split.features["label"].dtype not in ("string", "large_string", "int64", "float64"):
             raise UserError(f"FILES: '{file}' has list labels (multi-label); import one label per row, or keep "
                             "multi-label data in JSONL files")
-        splits.append(split.select_columns(columns))
+        if data_format == "qa":
+            split = checked_key_facts(split, "FILES", file)
+        optional = [c for c in OPTIONAL_COLUMNS.get(data_format, []) if c in split.column_names]
+        splits.append(split.select_columns(columns + optional))
     return splits

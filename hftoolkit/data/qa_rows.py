@@ -3,6 +3,8 @@ step trained: a malformed row costs one line naming it, not a traceback after mi
 
 from __future__ import annotations
 
+import json
+
 from hftoolkit.data.sources import describe
 from hftoolkit.errors import UserError
 
@@ -21,14 +23,30 @@ def key_facts_problem(value) -> str | None:
     return None
 
 
-def check_key_facts(split, field: str, spec) -> None:
-    """The first row whose `key_facts` is unusable is named (rows numbered from 1, as in the file)."""
+def checked_key_facts(split, field: str, spec):
+    """`split` with its `key_facts` checked, the first unusable row named (rows numbered from 1, as in the file).
+    Key facts stored as JSON text (a database column: `data import` writes them so) become lists again."""
     if FACTS not in split.column_names:
-        return
-    for number, value in enumerate(split[FACTS], 1):
+        return split
+    values = split[FACTS]
+    stored_as_text = getattr(split.features[FACTS], "dtype", None) in ("string", "large_string")
+    if stored_as_text:
+        values = [_json_list(value) for value in values]
+    for number, value in enumerate(values, 1):
         problem = key_facts_problem(value)
         if problem:
             raise UserError(f"{field}: row {number} of '{describe(spec)}': {problem}")
+    return split.remove_columns(FACTS).add_column(FACTS, values) if stored_as_text else split
+
+
+def _json_list(value):
+    """A JSON list in text, decoded; anything else as it was (to be named by `key_facts_problem`)."""
+    if isinstance(value, str) and value.lstrip().startswith("["):
+        try:
+            return json.loads(value)
+        except ValueError:
+            pass
+    return value
 
 
 def scoring_rows(split, field: str, spec, question_column: str = "question", answer_column: str = "answer",

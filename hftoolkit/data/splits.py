@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from hftoolkit.data.qa_rows import check_key_facts
+from hftoolkit.data.qa_rows import checked_key_facts
 from hftoolkit.data.sources import describe, fingerprint, load_split, require_columns
 from hftoolkit.errors import UserError
 from hftoolkit.recipe.schema import DataSection
@@ -47,7 +47,7 @@ def load_data(data: DataSection, seed: int, task: str = "causal_lm") -> LoadedDa
     train, skipped["train"] = drop_empty_rows(decode_messages(train, data), columns, "data.train", data.train)
     check_messages(train, data, "data.train", data.train)
     if data.format == "qa":
-        check_key_facts(train, "data.train", data.train)
+        train = checked_key_facts(train, "data.train", data.train)
     if data.validation:
         validation = load_split(data.validation, "data.validation", data.text_documents)
         require_columns(validation.column_names, columns, data.validation)
@@ -56,7 +56,7 @@ def load_data(data: DataSection, seed: int, task: str = "causal_lm") -> LoadedDa
                                                             "data.validation", data.validation)
         check_messages(validation, data, "data.validation", data.validation)
         if data.format == "qa":
-            check_key_facts(validation, "data.validation", data.validation)
+            validation = checked_key_facts(validation, "data.validation", data.validation)
     else:
         if not 0 < data.validation_percent < 100:
             raise UserError(f"data.validation_percent: {data.validation_percent} must be between 0 and 100 "

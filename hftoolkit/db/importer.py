@@ -19,6 +19,8 @@ from hftoolkit.errors import UserError
 
 FORMAT_COLUMNS = {"text": ["text"], "qa": ["question", "answer"], "chat": ["messages"],
                   "classification": ["text", "label"]}
+OPTIONAL_COLUMNS = {"qa": ["key_facts", "group"]}  # kept when the files have them: scoring and retrieval read them
+JSON_COLUMNS = ("messages", "key_facts")  # lists, stored as JSON text (`data.splits` decodes them)
 BATCH_ROWS = 1_000
 
 
@@ -28,23 +30,26 @@ class ImportResult:
     rows_read: int
     rows_added: int
     rows_in_table: int
+    left_out: tuple[str, ...] = ()  # optional columns the files have and an older table lacks
 
     @property
     def duplicates(self) -> int:
         return self.rows_read - self.rows_added
 
 
-def row_values(row: dict, data_format: str) -> dict:
-    """A row as stored: messages as JSON text; a content hash over all of it."""
-    values = {k: json.dumps(v, ensure_ascii=False) if k == "messages" else v for k, v in row.items()}
+def row_values(row: dict) -> dict:
+    """A row as stored: lists as JSON text; a content hash over all of it (a file without the optional columns
+    hashes as before they were kept)."""
+    values = {k: json.dumps(v, ensure_ascii=False) if k in JSON_COLUMNS and v is not None else v
+              for k, v in row.items()}
     values["content_hash"] = hashlib.sha256(json.dumps(values, sort_keys=True, default=str).encode()).hexdigest()
     return values
 
 
-def table_for(metadata, name: str, data_format: str, label_type):
+def table_for(metadata, name: str, names: list[str], label_type):
     from sqlalchemy import Column, Integer, String, Table, Text
 
-    columns = [Column(c, label_type if c == "label" else Text, nullable=True) for c in FORMAT_COLUMNS[data_format]]
+    columns = [Column(c, label_type if c == "label" else Text, nullable=True) for c in names]
     return Table(name, metadata, Column("id", Integer, primary_key=True, autoincrement=True), *columns,
                  Column("content_hash", String(64), nullable=False, unique=True))
 
@@ -68,13 +73,17 @@ def import_rows(splits: list, files: int, uri: str, table: str, data_format: str
     try:
         with database_errors(uri, "--to"):
             existing = inspect(engine).get_table_names()
-            target = table_for(MetaData(), table, data_format, Float if numeric else Text)
-            if table in existing:
-                have = {c["name"] for c in inspect(engine).get_columns(table)}
-                missing = [c.name for c in target.columns if c.name not in have]
-                if missing:
-                    raise UserError(f"--table: '{table}' exists in {redact(uri)} without column(s) "
-                                    f"{', '.join(missing)}; choose another --table or --format")
+            have = {c["name"] for c in inspect(engine).get_columns(table)} if table in existing else None
+            optional = OPTIONAL_COLUMNS.get(data_format, [])
+            names = [c for c in FORMAT_COLUMNS[data_format] + optional if any(c in s.column_names for s in splits)]
+            # a table made before the optional columns were kept: its rows hash without them, so they stay out
+            left_out = tuple(c for c in names if c in optional and have is not None and c not in have)
+            splits = [split.remove_columns([c for c in left_out if c in split.column_names]) for split in splits]
+            target = table_for(MetaData(), table, [c for c in names if c not in left_out], Float if numeric else Text)
+            missing = [c.name for c in target.columns if have is not None and c.name not in have]
+            if missing:
+                raise UserError(f"--table: '{table}' exists in {redact(uri)} without column(s) "
+                                f"{', '.join(missing)}; choose another --table or --format")
             read = added = 0
             with engine.begin() as connection:  # one transaction: all rows or none
                 target.create(connection, checkfirst=True)
@@ -82,7 +91,7 @@ def import_rows(splits: list, files: int, uri: str, table: str, data_format: str
                 insert = _insert_skipping_duplicates(engine, target)
                 for split in splits:
                     for start in range(0, len(split), BATCH_ROWS):
-                        rows = [row_values(r, data_format) for r in split.select(
+                        rows = [row_values(r) for r in split.select(
                             range(start, min(start + BATCH_ROWS, len(split))))]
                         connection.execute(insert, rows)
                         read += len(rows)
@@ -90,7 +99,7 @@ def import_rows(splits: list, files: int, uri: str, table: str, data_format: str
                 added = total - before
     finally:
         engine.dispose()
-    return ImportResult(files, read, added, total)
+    return ImportResult(files, read, added, total, left_out)
 
 
 def _insert_skipping_duplicates(engine, table):

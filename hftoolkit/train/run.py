@@ -40,6 +40,7 @@ from hftoolkit.train.heads import collator_for, compute_metrics_for
 from hftoolkit.train.metrics import headline, perplexity
 from hftoolkit.train.precision import resolve_precision
 from hftoolkit.train.preference import train_preference
+from hftoolkit.train.run_lock import output_lock
 from hftoolkit.train.save import save_checkpoint
 from hftoolkit.train.start_eval import reuse_start_eval, store_start_eval
 from hftoolkit.train.tensorboard import tensorboard_callback
@@ -47,11 +48,17 @@ from hftoolkit.train.tensorboard import tensorboard_callback
 
 def train(recipe: Recipe, resume: bool = False, overwrite: bool = False, log=print, force: bool = False) -> dict:
     """Run a validated recipe end to end; returns the metrics written to metrics.json. `force` resumes
-    even when the recipe or data changed since the run started.
+    even when the recipe or data changed since the run started. One run at a time per output folder.
 
     Under torchrun/accelerate every rank runs this; rank 0 alone writes (see `train.distributed`)."""
-    if recipe.training.method != "sft":
-        return train_preference(recipe, resume=resume, overwrite=overwrite, log=log, force=force)
+    with output_lock(recipe.output.dir):
+        if recipe.training.method != "sft":
+            return train_preference(recipe, resume=resume, overwrite=overwrite, log=log, force=force)
+        return train_sft(recipe, resume, overwrite, log, force)
+
+
+def train_sft(recipe: Recipe, resume: bool, overwrite: bool, log, force: bool) -> dict:
+    """Supervised training (causal LM, masked LM, classification): `train` with the output folder held."""
     check_before_training(recipe)
     out = check_output_dir(recipe.output.dir, resume, overwrite)
     warm = warm_memory.start(recipe, log)  # pages for the first steps, written while data and model load

@@ -53,14 +53,13 @@ def scoring_rows(split, field: str, spec, question_column: str = "question", ans
                  need_answer: bool = False) -> list[dict]:
     """Each row as {question, answer, key_facts, group}: the question is text, the key facts are the row's or, without
     them, its answer. `need_answer`: the reference answer itself is used (as the chosen side of a pair)."""
-    columns = split.column_names
     rows = []
     for number, row in enumerate(split, 1):
         where = f"{field}: row {number} of '{describe(spec)}'"
         question = row.get(question_column)
         if not isinstance(question, str) or not question.strip():
             raise UserError(f"{where}: '{question_column}' must be a non-blank text (got {question!r:.40})")
-        answer = row.get(answer_column) if answer_column in columns else None
+        answer = row.get(answer_column)
         if isinstance(answer, (int, float)) and not isinstance(answer, bool):
             answer = str(answer)
         if answer is not None and not isinstance(answer, str):
